@@ -1,0 +1,174 @@
+"""The ``predcheck`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from predcheck_dagster.errors import PredcheckError
+
+EXIT_LOOP_OPEN = 1
+EXIT_USAGE = 2
+
+
+def _ensure_home(home: str | None) -> str:
+    """Set ``DAGSTER_HOME`` (default ``./.dagster_home``) and give it a dagster.yaml if it has none."""
+    home = os.path.abspath(home or os.environ.get("DAGSTER_HOME") or ".dagster_home")
+    os.makedirs(home, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = home
+    config = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(config):
+        with open(config, "w") as f:
+            f.write("telemetry:\n  enabled: false\n")
+    return home
+
+
+@click.group(help="predcheck: predictive checkpointing for Dagster.")
+@click.version_option(package_name="predcheck-dagster")
+def main() -> None:
+    pass
+
+
+@main.command(help="Seed history, train the forecaster and close the loop (see README).")
+@click.option("--headless", is_flag=True, help="No UI: run the whole loop here and print a summary; exit 0 "
+              "only if the loop closed.")
+@click.option("--quick", is_flag=True, help="A smaller history (for tests).")
+@click.option("--home", type=click.Path(file_okay=False), help="DAGSTER_HOME (default ./.dagster_home).")
+@click.option("--workspace", default="workspace.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="workspace.yaml of the code location.")
+@click.option("--port", default=3000, show_default=True, help="Dagster webserver port.")
+@click.option("--mlflow-port", default=5000, show_default=True, help="MLflow UI port.")
+@click.option("--fresh", is_flag=True, help="Delete DAGSTER_HOME first.")
+def demo(headless: bool, quick: bool, home: str | None, workspace: str, port: int, mlflow_port: int,
+         fresh: bool) -> None:
+    from predcheck_dagster.demo.driver import run_demo
+
+    if not os.path.exists(workspace):
+        raise click.UsageError(f"workspace file {workspace!r} not found: run from the project folder or "
+                               "pass --workspace PATH.")
+    if fresh and home and os.path.isdir(home):
+        shutil.rmtree(home)
+    home = _ensure_home(home)
+    os.environ.setdefault("PREDCHECK_WEBSERVER_URL", f"http://127.0.0.1:{port}")
+    click.echo(f"DAGSTER_HOME={home}")
+    summary = run_demo(workspace, quick=quick, close=headless, say=click.echo)
+    if headless:
+        click.echo(summary.render())
+        sys.exit(0 if summary.loop_closed else EXIT_LOOP_OPEN)
+    if summary.model_version is None:
+        click.echo(summary.render())
+        sys.exit(EXIT_LOOP_OPEN)
+    _serve_uis(home, workspace, port, mlflow_port)
+
+
+def _serve_uis(home: str, workspace: str, port: int, mlflow_port: int) -> None:
+    """Start the MLflow UI and the flaky demo service, then ``dagster dev`` in the foreground."""
+    from predcheck_dagster.resource import default_artifact_root, default_tracking_uri
+
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "DAGSTER_HOME": home}
+    children = [
+        subprocess.Popen([os.path.join(bin_dir, "mlflow"), "ui", "--backend-store-uri", default_tracking_uri(),
+                          "--default-artifact-root", default_artifact_root(), "--host", "127.0.0.1",
+                          "--port", str(mlflow_port)], env=env),
+        subprocess.Popen([sys.executable, "-m", "predcheck_dagster.demo.service", "--port", "8765"], env=env),
+    ]
+    click.echo(f"\nDagster UI : http://127.0.0.1:{port}   (sensors predcheck_forecast_sensor, "
+               "predcheck_resume_sensor are running)")
+    click.echo(f"MLflow UI  : http://127.0.0.1:{mlflow_port}   (model predcheck-forecaster@champion)")
+    click.echo("Launch preemptible_job with units: 120 from the Launchpad and watch it get flagged, "
+               "checkpointed, killed and resumed. Ctrl-C stops everything.\n")
+    dagster = subprocess.Popen([os.path.join(bin_dir, "dagster"), "dev", "-w", workspace, "-h", "127.0.0.1",
+                                "-p", str(port)], env=env)
+    try:
+        dagster.wait()
+    except KeyboardInterrupt:
+        dagster.send_signal(signal.SIGINT)
+        dagster.wait(timeout=30)
+    finally:
+        for child in children:
+            child.terminate()
+        deadline = time.time() + 10
+        for child in children:
+            child.wait(timeout=max(0.1, deadline - time.time()))
+
+
+@main.command(help="Train the forecaster on the metrics store and register it in MLflow.")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL (default: embedded SQLite).")
+@click.option("--tracking-uri", envvar="PREDCHECK_TRACKING_URI", help="MLflow tracking URI (default: embedded).")
+@click.option("--model-code", default="mlflow_models/forecaster.py", show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="Models-from-code file of the pyfunc.")
+def train(store_url: str | None, tracking_uri: str | None, model_code: str) -> None:
+    from predcheck_dagster.forecaster import train_and_register
+    from predcheck_dagster.metrics_store import MetricsStore
+    from predcheck_dagster.resource import (
+        DEFAULT_MODEL_NAME,
+        default_artifact_root,
+        default_store_url,
+        default_tracking_uri,
+    )
+
+    _ensure_home(None)
+    try:
+        result = train_and_register(MetricsStore(store_url or default_store_url()),
+                                    tracking_uri or default_tracking_uri(), default_artifact_root(),
+                                    DEFAULT_MODEL_NAME, os.path.abspath(model_code))
+    except PredcheckError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps({"model_version": result.model_version, "promoted": result.promoted,
+                           "reason": result.reason, "metrics": result.metrics}, indent=1))
+
+
+@main.group(help="List, show and garbage-collect checkpoints.")
+def checkpoints() -> None:
+    pass
+
+
+def _checkpoint_store(root: str | None):
+    from predcheck_dagster.checkpoint_store import CheckpointStore
+    from predcheck_dagster.resource import default_checkpoint_root
+
+    _ensure_home(None)
+    return CheckpointStore(root or default_checkpoint_root())
+
+
+@checkpoints.command("list", help="Every stream and its good checkpoints.")
+@click.option("--root", envvar="PREDCHECK_CHECKPOINT_ROOT", help="Checkpoint root URL (default: embedded).")
+def checkpoints_list(root: str | None) -> None:
+    store = _checkpoint_store(root)
+    for stream in store.streams():
+        for m in store.list(stream):
+            p = m.prediction
+            click.echo(f"{m.checkpoint_id}  {m.kind:<10} {m.nbytes:>9} B  {m.serializer:<7} "
+                       f"p_fail={p.failure_probability:.2f}" if p else
+                       f"{m.checkpoint_id}  {m.kind:<10} {m.nbytes:>9} B  {m.serializer:<7}")
+
+
+@checkpoints.command("show", help="The manifest of one checkpoint, verified.")
+@click.argument("checkpoint_id")
+@click.option("--root", envvar="PREDCHECK_CHECKPOINT_ROOT", help="Checkpoint root URL (default: embedded).")
+def checkpoints_show(checkpoint_id: str, root: str | None) -> None:
+    store = _checkpoint_store(root)
+    try:
+        manifest, _ = store.read(checkpoint_id)
+    except PredcheckError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(manifest.to_json().decode())
+
+
+@checkpoints.command("gc", help="Delete torn checkpoints and all but the newest N good ones per stream.")
+@click.option("--keep", default=3, show_default=True, help="Good checkpoints kept per stream.")
+@click.option("--root", envvar="PREDCHECK_CHECKPOINT_ROOT", help="Checkpoint root URL (default: embedded).")
+def checkpoints_gc(keep: int, root: str | None) -> None:
+    store = _checkpoint_store(root)
+    removed = 0
+    for stream in store.streams():
+        removed += store.collect_garbage(stream, keep)
+    click.echo(f"removed {removed} checkpoint(s)")

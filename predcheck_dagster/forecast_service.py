@@ -1,0 +1,155 @@
+"""One tick of the forecast sensor: score every in-flight step, flag risky runs, ask for checkpoints.
+
+Decision per step (DESIGN.md §8 cost rule): request a proactive checkpoint when the run is risky
+(failure probability ≥ the threshold) and the expected work saved, p × seconds since the step's
+last checkpoint, exceeds the measured cost C of this step's checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.execution.stats import StepEventStatus
+
+from predcheck_dagster import policy
+from predcheck_dagster.checkpoint_store import Prediction
+from predcheck_dagster.features import HISTORY_WINDOW, bottleneck_stages, feature_row
+from predcheck_dagster.reconcile import DEADLINE_TAG
+from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
+
+TAG = "predcheck/"
+MAX_RUNS_PER_TICK = 500
+DEFAULT_CHECKPOINT_COST_S = 0.05
+
+
+@dataclass
+class TickReport:
+    scored: int = 0
+    flagged: list[str] = field(default_factory=list)
+    requested: list[str] = field(default_factory=list)
+    served_by: str = "none"
+    model_version: str | None = None
+    duration_s: float = 0.0
+    lines: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        head = (f"scored {self.scored} in-flight step(s) in {self.duration_s * 1000:.0f} ms with "
+                f"{self.served_by}{' v' + self.model_version if self.model_version else ''}; "
+                f"flagged {len(self.flagged)} run(s), requested {len(self.requested)} checkpoint(s)")
+        return "\n".join([head, *self.lines])
+
+
+def in_flight_steps(instance: DagsterInstance) -> list[tuple[Any, Any]]:
+    """(run, step stats) of every step in progress in a started run."""
+    runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=MAX_RUNS_PER_TICK)
+    out = []
+    for run in runs:
+        for stats in instance.get_run_step_stats(run.run_id):
+            if stats.status == StepEventStatus.IN_PROGRESS and stats.start_time and not stats.end_time:
+                out.append((run, stats))
+    return out
+
+
+def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: float | None = None) -> TickReport:
+    """Score, record, tag and request; returns what was decided and why."""
+    from predcheck_dagster.forecaster import score
+
+    t0 = time.perf_counter()
+    now = now or time.time()
+    report = TickReport()
+    steps = in_flight_steps(instance)
+    if not steps:
+        report.duration_s = time.perf_counter() - t0
+        return report
+    store = predcheck.metrics_store()
+    histories: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run, stats in steps:
+        key = (run.job_name, stats.step_key)
+        if key not in histories:
+            histories[key] = store.step_runs(job=run.job_name, step_key=stats.step_key, limit=HISTORY_WINDOW * 5)
+    samples = store.recent_samples([(run.run_id, stats.step_key) for run, stats in steps])
+    rows = [feature_row(histories[(run.job_name, stats.step_key)], stats.start_time,
+                        samples.get((run.run_id, stats.step_key), []), now - stats.start_time)
+            for run, stats in steps]
+    scores = score(rows, predcheck.tracking_uri or default_tracking_uri(), predcheck.model_uri)
+    report.served_by, report.model_version = scores.served_by, scores.model_version
+    if scores.note:
+        report.lines.append(scores.note)
+    checkpoints_by_run: dict[str, list[dict[str, Any]]] = {}
+    prediction_rows = []
+    for (run, stats), row, p, remaining in zip(steps, rows, scores.failure_probability,
+                                                scores.predicted_remaining_s):
+        if run.run_id not in checkpoints_by_run:
+            checkpoints_by_run[run.run_id] = store.checkpoints(run_id=run.run_id)
+        own = [c for c in checkpoints_by_run[run.run_id] if c["step_key"] == stats.step_key]
+        last_ckpt = max((c["created_at"] for c in own), default=stats.start_time)
+        cost = store.mean_checkpoint_cost(run.job_name, stats.step_key, DEFAULT_CHECKPOINT_COST_S)
+        work_since = now - last_ckpt
+        remaining = remaining if remaining == remaining else None
+        risky = p >= predcheck.risk_threshold
+        request = risky and policy.should_request_checkpoint(p, work_since, cost, remaining)
+        prediction = _prediction(run, stats, row, p, remaining, histories[(run.job_name, stats.step_key)],
+                                 samples.get((run.run_id, stats.step_key), []), scores, now)
+        reason = (f"{run.run_id[:8]}/{stats.step_key}: p_fail={p:.2f} remaining={_fmt(remaining)} "
+                  f"elapsed={now - stats.start_time:.0f}s work_since_ckpt={work_since:.1f}s C={cost:.3f}s -> "
+                  + ("checkpoint (p×work > C)" if request else "high risk, checkpoint not worth it yet"
+                     if risky else "low risk"))
+        report.lines.append(reason)
+        prediction_rows.append({
+            "ts": now, "run_id": run.run_id, "step_key": stats.step_key, "job": run.job_name,
+            "served_by": scores.served_by, "model_uri": scores.model_uri, "model_version": scores.model_version,
+            "failure_probability": p, "predicted_remaining_s": remaining, "elapsed_s": now - stats.start_time,
+            "decision": "checkpoint" if request else "none", "reason": reason,
+            "features": {k: (None if v != v else v) for k, v in row.items()}})
+        tags = {f"{TAG}failure_probability": f"{p:.3f}", f"{TAG}risk": "high" if risky else "low",
+                f"{TAG}predicted_remaining_s": _fmt(remaining)}
+        if prediction.bottleneck_stages:
+            tags[f"{TAG}bottleneck_stage"] = prediction.bottleneck_stages[0]
+        if risky:
+            report.flagged.append(run.run_id)
+        if request and store.request_checkpoint(run.run_id, stats.step_key, prediction.to_dict()):
+            tags[f"{TAG}checkpoint_requested"] = stats.step_key
+            report.requested.append(f"{run.run_id}/{stats.step_key}")
+        if any(run.tags.get(k) != v for k, v in tags.items()):
+            instance.add_run_tags(run.run_id, tags)
+    store.add_predictions(prediction_rows)
+    report.scored = len(steps)
+    report.duration_s = time.perf_counter() - t0
+    return report
+
+
+def _prediction(run: Any, stats: Any, row: dict[str, float], p: float, remaining: float | None,
+                history: list[dict[str, Any]], samples: list[dict[str, Any]], scores: Any, now: float) -> Prediction:
+    """The prediction attached to checkpoints: probability, remaining time, bottlenecks, projections."""
+    import json
+
+    stage_totals: dict[str, float] = {}
+    for h in history[-5:]:
+        for stage, seconds in json.loads(h["stage_durations"] or "{}").items():
+            stage_totals[stage] = stage_totals.get(stage, 0.0) + seconds
+    if not stage_totals and samples and samples[-1].get("stage"):
+        stage_totals[samples[-1]["stage"]] = 1.0
+    elapsed = now - stats.start_time
+    rss = samples[-1]["rss_bytes"] if samples and samples[-1].get("rss_bytes") else None
+    slope = None
+    if len(samples) >= 2 and samples[-1]["elapsed_s"] > samples[0]["elapsed_s"] and rss and samples[0].get("rss_bytes"):
+        slope = (rss - samples[0]["rss_bytes"]) / (samples[-1]["elapsed_s"] - samples[0]["elapsed_s"])
+    horizon = remaining or 0.0
+    peak = max(rss, rss + slope * horizon) if rss is not None and slope is not None else rss
+    cpu_util = row.get("cpu_util")
+    deadline = run.tags.get(DEADLINE_TAG)
+    return Prediction(
+        failure_probability=p, predicted_remaining_s=remaining,
+        bottleneck_stages=bottleneck_stages(stage_totals),
+        resource_projection={
+            "peak_rss_bytes": int(peak) if peak else None,
+            "cpu_s": (cpu_util * (elapsed + horizon)) if cpu_util == cpu_util and cpu_util is not None else None,
+            "time_to_limit_s": (float(deadline) - elapsed) if deadline else None},
+        model_uri=scores.model_uri, model_version=scores.model_version)
+
+
+def _fmt(seconds: float | None) -> str:
+    return "unknown" if seconds is None or seconds != seconds else f"{seconds:.0f}"

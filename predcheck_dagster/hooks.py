@@ -1,0 +1,98 @@
+"""``predcheck_hooks``: record every step attempt's figures when the step ends.
+
+A killed step (SIGKILL, the OOM killer) runs no hook: the reconciler records it from the event log.
+
+Guarantees:
+    - A hook never raises: any problem (store unreachable, a bug of ours) becomes a warning in the
+      step's log, and the step's outcome is what the user's code made it.
+"""
+
+
+import os
+import socket
+import time
+from typing import Any
+
+import psutil
+from dagster import DagsterEventType, HookContext, failure_hook, success_hook
+
+from predcheck_dagster.profiler import peak_rss_bytes
+from predcheck_dagster.resource import ACTIVE_STEPS, STEP_IO_BYTES
+
+ERROR_MESSAGE_CHARS = 2000
+
+
+def _step_start_time(context: HookContext) -> float | None:
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=DagsterEventType.STEP_START, limit=1000).records
+    starts = [r.event_log_entry.timestamp for r in records if r.event_log_entry.step_key == context.step_key]
+    return max(starts) if starts else None
+
+
+def _process_summary(started_at: float | None) -> dict[str, Any]:
+    """Figures for a step without a checkpointer: the step's process, from the OS."""
+    proc = psutil.Process(os.getpid())
+    cpu = proc.cpu_times()
+    try:
+        io = proc.io_counters()
+        read_bytes, write_bytes = io.read_bytes, io.write_bytes
+    except (psutil.Error, AttributeError):
+        read_bytes = write_bytes = None
+    now = time.time()
+    started = started_at or proc.create_time()
+    return {"started_at": started, "duration_s": now - started, "cpu_s": cpu.user + cpu.system,
+            "peak_rss_bytes": peak_rss_bytes(), "mean_rss_bytes": None, "read_bytes": read_bytes,
+            "write_bytes": write_bytes, "stage_durations": {}, "work_units": None,
+            "host": socket.gethostname()}
+
+
+def record_attempt(context: HookContext, outcome: str) -> None:
+    """Write one ``step_runs`` row for the attempt that just ended; warn, never raise."""
+    try:
+        resource = context.resources.predcheck
+        key = (context.run_id, context.step_key)
+        checkpointer = ACTIVE_STEPS.pop(key, None)
+        if checkpointer is not None:
+            summary = checkpointer.close()
+            measured_by, attempt = "profiler", checkpointer.identity.attempt
+        else:
+            summary = _process_summary(_step_start_time(context))
+            measured_by, attempt = "process", None
+        io_bytes = STEP_IO_BYTES.pop(key, {})
+        run = context.instance.get_run_by_id(context.run_id)
+        store = resource.metrics_store()
+        if attempt is None:
+            attempt = 1 + sum(1 for r in store.step_runs(job=context.job_name, step_key=context.step_key)
+                              if r["run_id"] == context.run_id)
+        exc = context.op_exception
+        ended = time.time()
+        store.record_step_run({
+            "run_id": context.run_id, "root_run_id": (run.root_run_id if run else None) or context.run_id,
+            "job": context.job_name, "step_key": context.step_key,
+            "partition_key": (run.tags.get("dagster/partition") if run else None), "attempt": attempt,
+            "started_at": summary["started_at"], "ended_at": ended,
+            "duration_s": ended - summary["started_at"], "outcome": outcome,
+            "error_class": type(exc).__name__ if exc is not None else None,
+            "error_message": str(exc)[:ERROR_MESSAGE_CHARS] if exc is not None else None,
+            "stage_durations": summary["stage_durations"], "cpu_s": summary["cpu_s"],
+            "peak_rss_bytes": summary["peak_rss_bytes"], "mean_rss_bytes": summary["mean_rss_bytes"],
+            "read_bytes": summary["read_bytes"], "write_bytes": summary["write_bytes"],
+            "net_bytes": None, "input_bytes": io_bytes.get("input"), "output_bytes": io_bytes.get("output"),
+            "work_units": summary["work_units"], "code_version": resource.code_version,
+            "host": summary["host"] or socket.gethostname(), "measured_by": measured_by,
+        })
+    except Exception as e:  # noqa: BLE001 - profiling must never fail the user's step
+        context.log.warning(f"predcheck: step {context.step_key!r} not recorded: {type(e).__name__}: {e}")
+
+
+@success_hook(name="predcheck_success_hook", required_resource_keys={"predcheck"})
+def predcheck_success_hook(context: HookContext) -> None:
+    record_attempt(context, "success")
+
+
+@failure_hook(name="predcheck_failure_hook", required_resource_keys={"predcheck"})
+def predcheck_failure_hook(context: HookContext) -> None:
+    record_attempt(context, "failure")
+
+
+predcheck_hooks = {predcheck_success_hook, predcheck_failure_hook}

@@ -1,0 +1,416 @@
+"""The metrics store: step attempts, live samples, predictions, checkpoints and resumes in SQL.
+
+SQLite by default (``$DAGSTER_HOME/predcheck/metrics.db``), PostgreSQL by URL. SQLAlchemy Core
+only (no ORM): imports in ~0.15 s, so the step side can use it.
+
+Guarantees:
+    - The schema is versioned; ``migrate()`` applies pending migrations in order and is idempotent
+      (safe when several step processes start at once).
+    - Every failure to reach the database is raised as MetricsStoreUnavailableError naming the URL
+      (password redacted) and the fix; callers on the step side turn it into a logged warning.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import make_url
+
+from predcheck_dagster.errors import MetricsStoreUnavailableError
+
+SCHEMA_VERSION = 1
+OUTCOMES = ("success", "failure", "crashed", "timeout")
+
+metadata = sa.MetaData()
+
+schema_info = sa.Table(
+    "predcheck_schema", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("migrated_at", sa.Float, nullable=False),
+)
+
+step_runs = sa.Table(
+    "step_runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("root_run_id", sa.String(64), nullable=False),
+    sa.Column("job", sa.String(255), nullable=False),
+    sa.Column("step_key", sa.String(255), nullable=False),
+    sa.Column("partition_key", sa.String(255)),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error_class", sa.String(255)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("stage_durations", sa.Text),  # JSON {stage: seconds}
+    sa.Column("cpu_s", sa.Float),
+    sa.Column("peak_rss_bytes", sa.BigInteger),
+    sa.Column("mean_rss_bytes", sa.BigInteger),
+    sa.Column("read_bytes", sa.BigInteger),
+    sa.Column("write_bytes", sa.BigInteger),
+    sa.Column("net_bytes", sa.BigInteger),
+    sa.Column("input_bytes", sa.BigInteger),
+    sa.Column("output_bytes", sa.BigInteger),
+    sa.Column("work_units", sa.Float),
+    sa.Column("code_version", sa.String(255)),
+    sa.Column("host", sa.String(255)),
+    sa.Column("measured_by", sa.String(32)),  # profiler | process | event_log
+    sa.UniqueConstraint("run_id", "step_key", "attempt", name="uq_step_runs_attempt"),
+)
+sa.Index("ix_step_runs_job_step_end", step_runs.c.job, step_runs.c.step_key, step_runs.c.ended_at)
+
+step_samples = sa.Table(
+    "step_samples", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("step_key", sa.String(255), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("elapsed_s", sa.Float, nullable=False),
+    sa.Column("cpu_s", sa.Float),
+    sa.Column("rss_bytes", sa.BigInteger),
+    sa.Column("read_bytes", sa.BigInteger),
+    sa.Column("write_bytes", sa.BigInteger),
+    sa.Column("stage", sa.String(255)),
+    sa.Column("work_units", sa.Float),
+    sa.Column("input_bytes", sa.BigInteger),
+)
+sa.Index("ix_step_samples_run_step_ts", step_samples.c.run_id, step_samples.c.step_key, step_samples.c.ts)
+
+predictions = sa.Table(
+    "predictions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("step_key", sa.String(255), nullable=False),
+    sa.Column("job", sa.String(255), nullable=False),
+    sa.Column("served_by", sa.String(32), nullable=False),  # model | heuristic
+    sa.Column("model_uri", sa.String(512)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("failure_probability", sa.Float, nullable=False),
+    sa.Column("predicted_remaining_s", sa.Float),
+    sa.Column("elapsed_s", sa.Float),
+    sa.Column("decision", sa.String(32), nullable=False),  # checkpoint | none
+    sa.Column("reason", sa.Text),
+    sa.Column("features", sa.Text),  # JSON
+)
+sa.Index("ix_predictions_run_step_ts", predictions.c.run_id, predictions.c.step_key, predictions.c.ts)
+
+checkpoint_requests = sa.Table(
+    "checkpoint_requests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("step_key", sa.String(255), nullable=False),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("prediction", sa.Text),  # JSON Prediction
+    sa.Column("honored_at", sa.Float),
+    sa.Column("checkpoint_id", sa.String(1024)),
+)
+sa.Index("ix_checkpoint_requests_run_step", checkpoint_requests.c.run_id, checkpoint_requests.c.step_key)
+
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("checkpoint_id", sa.String(1024), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("root_run_id", sa.String(64), nullable=False),
+    sa.Column("job", sa.String(255), nullable=False),
+    sa.Column("step_key", sa.String(255), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("nbytes", sa.BigInteger, nullable=False),
+    sa.Column("write_s", sa.Float, nullable=False),
+    sa.Column("work_units", sa.Float),
+    sa.Column("prediction", sa.Text),
+)
+sa.Index("ix_checkpoints_job_step", checkpoints.c.job, checkpoints.c.step_key)
+
+resumes = sa.Table(
+    "resumes", metadata,
+    sa.Column("parent_run_id", sa.String(64), primary_key=True),  # the exactly-once claim
+    sa.Column("root_run_id", sa.String(64), nullable=False),
+    sa.Column("job", sa.String(255), nullable=False),
+    sa.Column("claimed_at", sa.Float, nullable=False),
+    sa.Column("new_run_id", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),  # claimed | launched | failed
+    sa.Column("detail", sa.Text),
+    sa.Column("plan", sa.Text),
+)
+
+
+def _migrate_to_1(conn: Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: Sequence[tuple[int, Callable[[Connection], None]]] = ((1, _migrate_to_1),)
+
+_ENGINES: dict[str, Engine] = {}
+_MIGRATED: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def redact_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as given, minus nothing secret
+        return url.split("@")[-1]
+
+
+def _engine_for(url: str) -> Engine:
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+                @sa.event.listens_for(engine, "connect")
+                def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                    cur = dbapi_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA synchronous=NORMAL")
+                    cur.close()
+            else:
+                engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
+                                          connect_args={"connect_timeout": 5})
+            _ENGINES[url] = engine
+        return engine
+
+
+class MetricsStore:
+    """Typed access to the predcheck tables. Constructing one does no I/O.
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:////abs/metrics.db`` or
+            ``postgresql+psycopg2://user@127.0.0.1:5432/db``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # ---- plumbing -----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        return _engine_for(self.url)
+
+    def _unavailable(self, e: Exception) -> MetricsStoreUnavailableError:
+        return MetricsStoreUnavailableError(
+            f"metrics store {redact_url(self.url)!r} is unreachable or not writable "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Check that the "
+            "database is running and the URL (predcheck resource `store_url`) is right."
+        )
+
+    def _run(self, fn: Callable[[Connection], Any], write: bool = True) -> Any:
+        self.migrate()
+        try:
+            with (self.engine.begin() if write else self.engine.connect()) as conn:
+                return fn(conn)
+        except sa.exc.IntegrityError:
+            raise
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as e:
+            raise self._unavailable(e) from e
+
+    def migrate(self) -> int:
+        """Bring the schema to SCHEMA_VERSION; returns the version now in force."""
+        if self.url in _MIGRATED:
+            return SCHEMA_VERSION
+        if self.url.startswith("sqlite:///"):
+            import os
+
+            path = self.url[len("sqlite:///"):]
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            with self.engine.begin() as conn:
+                schema_info.create(conn, checkfirst=True)
+                current = conn.execute(sa.select(sa.func.max(schema_info.c.version))).scalar() or 0
+                for version, step in MIGRATIONS:
+                    if version > current:
+                        step(conn)
+                        conn.execute(schema_info.insert().values(version=version, migrated_at=time.time()))
+                        current = version
+        except sa.exc.IntegrityError:
+            pass  # another process migrated concurrently
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as e:
+            if "already exists" not in str(getattr(e, "orig", "")):
+                raise self._unavailable(e) from e
+        _MIGRATED.add(self.url)
+        return SCHEMA_VERSION
+
+    def schema_version(self) -> int:
+        return self._run(lambda c: c.execute(sa.select(sa.func.max(schema_info.c.version))).scalar() or 0,
+                         write=False)
+
+    # ---- step attempts ------------------------------------------------------------------------
+    def record_step_run(self, row: Mapping[str, Any]) -> bool:
+        """Insert one step attempt; returns False if that attempt was already recorded."""
+        values = dict(row)
+        if isinstance(values.get("stage_durations"), dict):
+            values["stage_durations"] = json.dumps(values["stage_durations"])
+        try:
+            self._run(lambda c: c.execute(step_runs.insert().values(**values)))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def has_step_run(self, run_id: str, step_key: str) -> bool:
+        q = sa.select(sa.func.count()).where(step_runs.c.run_id == run_id, step_runs.c.step_key == step_key)
+        return bool(self._run(lambda c: c.execute(q).scalar(), write=False))
+
+    def step_runs(self, job: str | None = None, step_key: str | None = None,
+                  ended_before: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Step attempts, oldest first (the newest ``limit`` when given)."""
+        q = sa.select(step_runs)
+        if job is not None:
+            q = q.where(step_runs.c.job == job)
+        if step_key is not None:
+            q = q.where(step_runs.c.step_key == step_key)
+        if ended_before is not None:
+            q = q.where(step_runs.c.ended_at < ended_before)
+        q = q.order_by(step_runs.c.ended_at.desc(), step_runs.c.id.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        rows = self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+        return rows[::-1]
+
+    # ---- samples ------------------------------------------------------------------------------
+    def add_samples(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._run(lambda c: c.execute(step_samples.insert(), [dict(r) for r in rows]))
+
+    def samples(self, run_id: str, step_key: str) -> list[dict[str, Any]]:
+        q = (sa.select(step_samples).where(step_samples.c.run_id == run_id,
+                                           step_samples.c.step_key == step_key)
+             .order_by(step_samples.c.ts))
+        return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+
+    def all_samples(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        q = sa.select(step_samples).order_by(step_samples.c.run_id, step_samples.c.step_key, step_samples.c.ts)
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False):
+            grouped.setdefault((row["run_id"], row["step_key"]), []).append(row)
+        return grouped
+
+    def recent_samples(self, keys: Iterable[tuple[str, str]], per_step: int = 12
+                       ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """The newest ``per_step`` samples of each (run_id, step_key), oldest first."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        ranked = (
+            sa.select(step_samples, sa.func.row_number().over(
+                partition_by=(step_samples.c.run_id, step_samples.c.step_key),
+                order_by=step_samples.c.ts.desc()).label("rn"))
+            .where(step_samples.c.run_id.in_({k[0] for k in keys}))
+            .subquery()
+        )
+        q = sa.select(ranked).where(ranked.c.rn <= per_step).order_by(ranked.c.ts)
+        wanted = set(keys)
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {k: [] for k in keys}
+        for row in self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False):
+            key = (row["run_id"], row["step_key"])
+            if key in wanted:
+                grouped[key].append(row)
+        return grouped
+
+    # ---- predictions and checkpoint requests --------------------------------------------------
+    def add_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        rows = [{**r, "features": json.dumps(r["features"]) if isinstance(r.get("features"), dict)
+                 else r.get("features")} for r in rows]
+        if rows:
+            self._run(lambda c: c.execute(predictions.insert(), rows))
+
+    def predictions(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(predictions).order_by(predictions.c.ts)
+        if run_id is not None:
+            q = q.where(predictions.c.run_id == run_id)
+        return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+
+    def request_checkpoint(self, run_id: str, step_key: str, prediction: Mapping[str, Any] | None) -> bool:
+        """Ask a running step for a checkpoint; False if one is already pending."""
+        def _do(conn: Connection) -> bool:
+            pending = conn.execute(sa.select(checkpoint_requests.c.id).where(
+                checkpoint_requests.c.run_id == run_id, checkpoint_requests.c.step_key == step_key,
+                checkpoint_requests.c.honored_at.is_(None))).first()
+            if pending:
+                return False
+            conn.execute(checkpoint_requests.insert().values(
+                run_id=run_id, step_key=step_key, requested_at=time.time(),
+                prediction=json.dumps(dict(prediction)) if prediction else None))
+            return True
+        return self._run(_do)
+
+    def pending_request(self, run_id: str, step_key: str) -> dict[str, Any] | None:
+        q = (sa.select(checkpoint_requests).where(
+            checkpoint_requests.c.run_id == run_id, checkpoint_requests.c.step_key == step_key,
+            checkpoint_requests.c.honored_at.is_(None)).order_by(checkpoint_requests.c.id).limit(1))
+        row = self._run(lambda c: c.execute(q).first(), write=False)
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["prediction"] = json.loads(out["prediction"]) if out["prediction"] else None
+        return out
+
+    def honor_request(self, request_id: int, checkpoint_id: str) -> None:
+        self._run(lambda c: c.execute(checkpoint_requests.update().where(checkpoint_requests.c.id == request_id)
+                                      .values(honored_at=time.time(), checkpoint_id=checkpoint_id)))
+
+    def checkpoint_requests(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(checkpoint_requests).order_by(checkpoint_requests.c.id)
+        if run_id is not None:
+            q = q.where(checkpoint_requests.c.run_id == run_id)
+        return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def record_checkpoint(self, row: Mapping[str, Any]) -> None:
+        values = dict(row)
+        if isinstance(values.get("prediction"), dict):
+            values["prediction"] = json.dumps(values["prediction"])
+        self._run(lambda c: c.execute(checkpoints.insert().values(**values)))
+
+    def checkpoints(self, run_id: str | None = None, root_run_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(checkpoints).order_by(checkpoints.c.id)
+        if run_id is not None:
+            q = q.where(checkpoints.c.run_id == run_id)
+        if root_run_id is not None:
+            q = q.where(checkpoints.c.root_run_id == root_run_id)
+        return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+
+    def mean_checkpoint_cost(self, job: str, step_key: str, default: float) -> float:
+        """Mean measured write time (C) of this step's recent checkpoints, seconds."""
+        recent = (sa.select(checkpoints.c.write_s)
+                  .where(checkpoints.c.job == job, checkpoints.c.step_key == step_key)
+                  .order_by(checkpoints.c.id.desc()).limit(20).subquery())
+        value = self._run(lambda c: c.execute(sa.select(sa.func.avg(recent.c.write_s))).scalar(), write=False)
+        return float(value) if value is not None else default
+
+    # ---- resumes ------------------------------------------------------------------------------
+    def claim_resume(self, parent_run_id: str, root_run_id: str, job: str) -> bool:
+        """Claim the right to re-execute ``parent_run_id``; True for exactly one caller, ever."""
+        try:
+            self._run(lambda c: c.execute(resumes.insert().values(
+                parent_run_id=parent_run_id, root_run_id=root_run_id, job=job,
+                claimed_at=time.time(), status="claimed")))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def finish_resume(self, parent_run_id: str, status: str, new_run_id: str | None = None,
+                      detail: str | None = None, plan: Mapping[str, Any] | None = None) -> None:
+        self._run(lambda c: c.execute(resumes.update().where(resumes.c.parent_run_id == parent_run_id).values(
+            status=status, new_run_id=new_run_id, detail=detail,
+            plan=json.dumps(dict(plan)) if plan else None)))
+
+    def resumes(self, root_run_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(resumes).order_by(resumes.c.claimed_at)
+        if root_run_id is not None:
+            q = q.where(resumes.c.root_run_id == root_run_id)
+        return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)

@@ -1,0 +1,159 @@
+"""``PredcheckResource``: the typed configuration every predcheck part reads, and the step's entry.
+
+Inside an op::
+
+    @op
+    def crunch(context, predcheck: PredcheckResource):
+        ck = predcheck.checkpointer(context)
+        state = ck.restore(default={"i": 0})
+        ...
+        ck.maybe_checkpoint(state)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import Config, ConfigurableResource
+from pydantic import Field
+
+from predcheck_dagster import policy
+from predcheck_dagster.checkpoint_store import CheckpointStore
+from predcheck_dagster.checkpointer import Checkpointer, CheckpointSettings, StepIdentity
+from predcheck_dagster.metrics_store import MetricsStore
+from predcheck_dagster.profiler import StepProfiler
+from predcheck_dagster.resume_plan import ResumePlan
+
+DEFAULT_MODEL_NAME = "predcheck-forecaster"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
+
+# Steps of this process that hold a checkpointer, by (run_id, step_key): the hooks close them.
+ACTIVE_STEPS: dict[tuple[str, str], Checkpointer] = {}
+# Bytes read and written by the IO manager per (run_id, step_key), for the hooks' record.
+STEP_IO_BYTES: dict[tuple[str, str], dict[str, int]] = {}
+
+
+def predcheck_home() -> str:
+    """Where embedded defaults live: ``$DAGSTER_HOME/predcheck`` (``./.dagster_home`` if unset)."""
+    home = os.environ.get("DAGSTER_HOME") or os.path.abspath(".dagster_home")
+    return os.path.join(home, "predcheck")
+
+
+def default_store_url() -> str:
+    return f"sqlite:///{os.path.join(predcheck_home(), 'metrics.db')}"
+
+
+def default_checkpoint_root() -> str:
+    return os.path.join(predcheck_home(), "checkpoints")
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{os.path.join(predcheck_home(), 'mlflow.db')}"
+
+
+def default_artifact_root() -> str:
+    return "file://" + os.path.join(predcheck_home(), "mlartifacts")
+
+
+class StepResumeConfig(Config):
+    """One failed step in a resume plan (see ``ResumePlan``)."""
+
+    step_key: str = Field(description="The step to resume.")
+    checkpoint_id: str = Field(description="Checkpoint to restore, as listed by `predcheck checkpoints list`.")
+    error_class: str | None = Field(default=None, description="Why the parent attempt failed.")
+    failure_probability: float | None = Field(default=None, description="Forecast failure probability.")
+    predicted_remaining_s: float | None = Field(default=None, description="Forecast remaining seconds.")
+    bottleneck_stages: list[str] = Field(default=[], description="Stages that dominated the parent attempt.")
+    peak_rss_bytes: int | None = Field(default=None, description="Projected/observed peak RSS, bytes.")
+    cpu_s: float | None = Field(default=None, description="Projected CPU seconds.")
+    time_to_limit_s: float | None = Field(default=None, description="Projected seconds to the deadline.")
+    model_uri: str | None = Field(default=None, description="Model that made the forecast.")
+    model_version: str | None = Field(default=None, description="Its registry version.")
+    batch_size_factor: float = Field(default=1.0, description="Multiply the step's batch size by this.")
+    memory_request_bytes: int | None = Field(default=None, description="Memory to request, bytes.")
+    priority: int = Field(default=0, description="Relative priority of the resumed step.")
+
+
+class ResumePlanConfig(Config):
+    """Run config written by the resume sensor into a re-executed run."""
+
+    parent_run_id: str = Field(description="The failed run this run resumes.")
+    steps: list[StepResumeConfig] = Field(default=[], description="Per failed step: checkpoint and plan.")
+
+
+class PredcheckResource(ConfigurableResource):
+    """Where predcheck keeps its data and how it decides; every default is embedded and overridable."""
+
+    store_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the metrics store. Default: SQLite at "
+        "$DAGSTER_HOME/predcheck/metrics.db. PostgreSQL: postgresql+psycopg2://user@host:5432/db.")
+    checkpoint_root: str | None = Field(
+        default=None, description="fsspec URL under which checkpoints are written (local path, "
+        "memory://, s3://...). Default: $DAGSTER_HOME/predcheck/checkpoints.")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI. Default: SQLite at $DAGSTER_HOME/predcheck/mlflow.db.")
+    model_uri: str = Field(default=DEFAULT_MODEL_URI, description="Registered forecaster to score with.")
+    webserver_url: str | None = Field(
+        default=None, description="Dagster webserver base URL the resume sensor launches "
+        "re-executions through (GraphQL), e.g. http://127.0.0.1:3000.")
+    risk_threshold: float = Field(default=0.5, description="Failure probability above which a run is "
+                                  "tagged predcheck/risk=high.")
+    sample_interval_s: float = Field(default=5.0, description="Seconds between live samples of a step.")
+    poll_interval_s: float = Field(default=1.0, description="Seconds between a step's polls for "
+                                   "checkpoint requests.")
+    checkpoint_interval_s: float | None = Field(
+        default=None, description="Fixed seconds between periodic checkpoints; unset = adaptive "
+        "(Daly's period at the forecast hazard, clamped to min/max).")
+    min_checkpoint_interval_s: float = Field(default=1.0, description="Lower clamp of the adaptive interval.")
+    max_checkpoint_interval_s: float = Field(default=600.0, description="Upper clamp of the adaptive interval.")
+    default_mtbf_s: float = Field(default=policy.DEFAULT_MTBF_S, description="MTBF assumed without a forecast.")
+    retention: int = Field(default=3, description="Good checkpoints kept per step stream.")
+    allow_pickle: bool = Field(default=False, description="Allow pickle for state no safe serializer handles.")
+    max_resumes: int = Field(default=3, description="At most this many automatic resumes per root run.")
+    code_version: str | None = Field(default=None, description="Code version recorded in manifests; a "
+                                     "checkpoint of another code version is refused on resume.")
+    resume: ResumePlanConfig | None = Field(default=None, description="Set by the resume sensor.")
+
+    # ---- factories (cheap, no I/O) ------------------------------------------------------------
+    def metrics_store(self) -> MetricsStore:
+        return MetricsStore(self.store_url or default_store_url())
+
+    def checkpoint_store(self) -> CheckpointStore:
+        return CheckpointStore(self.checkpoint_root or default_checkpoint_root(), retention=self.retention,
+                               allow_pickle=self.allow_pickle)
+
+    def resume_plan(self) -> ResumePlan | None:
+        return ResumePlan.from_config(self.resume.model_dump() if self.resume else None)
+
+    def checkpoint_settings(self) -> CheckpointSettings:
+        return CheckpointSettings(
+            poll_interval_s=self.poll_interval_s, fixed_interval_s=self.checkpoint_interval_s,
+            min_interval_s=self.min_checkpoint_interval_s, max_interval_s=self.max_checkpoint_interval_s,
+            default_mtbf_s=self.default_mtbf_s)
+
+    # ---- the step's entry ---------------------------------------------------------------------
+    def checkpointer(self, context: Any) -> Checkpointer:
+        """The checkpointer of the step ``context`` runs (one per step attempt and process)."""
+        step = context.get_step_execution_context()
+        run = context.run
+        identity = StepIdentity(
+            job=context.job_name, run_id=context.run_id, root_run_id=run.root_run_id or run.run_id,
+            step_key=step.step.key, attempt=context.retry_number + 1,
+            partition_key=context.partition_key if context.has_partition_key else None,
+            code_version=self.code_version)
+        key = (identity.run_id, identity.step_key)
+        existing = ACTIVE_STEPS.get(key)
+        if existing is not None:
+            return existing
+        metrics = self.metrics_store()
+        profiler = StepProfiler(identity.run_id, identity.step_key, sink=metrics.add_samples,
+                                interval_s=self.sample_interval_s)
+        profiler.input_bytes = STEP_IO_BYTES.get(key, {}).get("input")  # inputs load before compute
+        profiler.start()
+        plan = self.resume_plan()
+        checkpointer = Checkpointer(identity, self.checkpoint_store(), metrics, profiler,
+                                    settings=self.checkpoint_settings(),
+                                    plan=plan.for_step(identity.step_key) if plan else None, log=context.log)
+        ACTIVE_STEPS[key] = checkpointer
+        return checkpointer
