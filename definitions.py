@@ -16,7 +16,8 @@ from sensors.predcheck_sensors import forecast_sensor, resume_sensor
 predcheck = pc.PredcheckResource(
     store_url=os.environ.get("PREDCHECK_STORE_URL"),
     tracking_uri=os.environ.get("PREDCHECK_TRACKING_URI"),
-    webserver_url=os.environ.get("PREDCHECK_WEBSERVER_URL", "http://127.0.0.1:3000"),
+    checkpoint_root=os.environ.get("PREDCHECK_CHECKPOINT_ROOT"),
+    webserver_url=os.environ.get("PREDCHECK_WEBSERVER_URL", pc.resource.DEFAULT_WEBSERVER_URL),
     sample_interval_s=0.5,
 )
 

@@ -337,19 +337,34 @@ class CheckpointStore:
     def _apply_retention(self, stream: str) -> None:
         self.collect_garbage(stream, self.retention)
 
-    def collect_garbage(self, stream: str, keep: int) -> int:
+    def collect_garbage(self, stream: str, keep: int, verify: bool = False) -> int:
         """Delete all but the newest ``keep`` good checkpoints of ``stream``, and torn entries older
         than the newest good one (an entry newer than it may be a write in progress). Returns the
-        number of entries deleted."""
-        good = [m.seq for m in self.list(stream)]
+        number of entries deleted.
+
+        ``verify`` also reads every payload and treats one failing its sha256 as torn (what
+        ``predcheck checkpoints gc`` does); retention after a write trusts the manifests it wrote.
+        """
+        committed = [m.seq for m in self.list(stream)]
+        good = [seq for seq in committed if not verify or self._verifies(f"{stream}/{CKPT_PREFIX}{seq:06d}")]
+        corrupt = set(committed) - set(good)
         if not good:
             return 0
         keep_from = good[-keep] if len(good) >= keep else good[0]
         doomed = [seq for seq in self._entries(stream)
-                  if seq < keep_from or (seq not in good and seq < good[-1])]
+                  if seq < keep_from or seq in corrupt or (seq not in good and seq < good[-1])]
         for seq in doomed:
             self.fs.rm(self._abs(f"{stream}/{CKPT_PREFIX}{seq:06d}"), recursive=True)
         return len(doomed)
+
+    def _verifies(self, checkpoint_id: str) -> bool:
+        try:
+            self.read(checkpoint_id)
+        except (CheckpointCorruptError, CheckpointNotFoundError):
+            return False
+        except UnsafeSerializationError:
+            return True  # intact, only not loadable without the pickle opt-in
+        return True
 
     # ---- reading ------------------------------------------------------------------------------
     def read_manifest(self, checkpoint_id: str) -> Manifest:

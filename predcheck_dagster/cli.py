@@ -170,5 +170,5 @@ def checkpoints_gc(keep: int, root: str | None) -> None:
     store = _checkpoint_store(root)
     removed = 0
     for stream in store.streams():
-        removed += store.collect_garbage(stream, keep)
+        removed += store.collect_garbage(stream, keep, verify=True)
     click.echo(f"removed {removed} checkpoint(s)")

@@ -50,3 +50,7 @@ class TrainingDataError(PredcheckError, ValueError):
 
 class RelaunchError(PredcheckError, RuntimeError):
     """A re-execution could not be launched."""
+
+
+class WebserverUnreachableError(RelaunchError, ConnectionError):
+    """The Dagster webserver that launches re-executions cannot be reached; nothing was launched."""

@@ -18,6 +18,9 @@ FAILED_OUTCOMES = frozenset({"failure", "crashed", "timeout"})
 PRIOR_FAILURES, PRIOR_ATTEMPTS = 1.0, 4.0  # Beta prior of the smoothed failure rate
 HISTORY_WINDOW = 20
 LIVE_WINDOW = 6
+# The sensor scores a step from its newest samples only (MetricsStore.recent_samples, per_step=12),
+# so the sample count is capped at that many, in training as at scoring time.
+SCORED_SAMPLES = 12
 
 FEATURE_NAMES: tuple[str, ...] = (
     "hist_n", "hist_fail_rate", "last_failed", "consecutive_failures", "log_since_last_failure_s",
@@ -99,7 +102,7 @@ def live_features(samples: Sequence[Mapping[str, Any]], elapsed_s: float,
         "work_rate_ratio": work_rate / hist_rate if hist_rate and hist_rate > 0 else math.nan,
         # input size relative to the step's usual input (from the checkpoint IO manager)
         "input_ratio": input_bytes / hist_input if input_bytes and hist_input and hist_input > 0 else math.nan,
-        "n_samples": float(len(samples)),
+        "n_samples": float(min(len(samples), SCORED_SAMPLES)),
     }
 
 

@@ -58,7 +58,7 @@ def make_pyfunc_class() -> type:
             with open(context.artifacts["spec"]) as f:
                 self.feature_names = json.load(f)["feature_names"]
 
-        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow reads the hints
             import numpy as np
             import pandas as pd
             import xgboost as xgb
@@ -139,10 +139,26 @@ def _ensure_experiment(client: Any, artifact_root: str) -> str:
     return client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_root)
 
 
+def _probe_http(tracking_uri: str, timeout_s: float = 3.0) -> None:
+    """Fail fast on an unreachable tracking server (MLflow's own client retries for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError) as e:
+        raise RegistryUnavailableError(
+            f"MLflow tracking server {tracking_uri!r} is unreachable ({e}). Start it (`mlflow server`) "
+            "or fix the predcheck resource's `tracking_uri`.") from e
+
+
 def _connect(tracking_uri: str) -> Any:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    if tracking_uri.startswith(("http://", "https://")):
+        _probe_http(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -203,11 +219,11 @@ def train_and_register(store: MetricsStore, tracking_uri: str, artifact_root: st
         import pandas as pd
 
         example = pd.DataFrame([rows[0]])[list(FEATURE_NAMES)]
-        mlflow.pyfunc.log_model(
+        model_info = mlflow.pyfunc.log_model(
             name="model", python_model=model_code_path, artifacts=paths, input_example=example,
             pip_requirements=_pip_requirements())
         run_id = run.info.run_id
-    version = mlflow.register_model(f"runs:/{run_id}/model", model_name).version
+    version = str(mlflow.register_model(model_info.model_uri, model_name).version)
     promoted, reason = _promotion_decision(client, model_name, rows, labels, test_idx, metrics)
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
@@ -307,6 +323,7 @@ def score(rows: Sequence[Mapping[str, float]], tracking_uri: str, model_uri: str
         return Scores([float(p) for p in out["failure_probability"]],
                       [float(r) for r in out["predicted_remaining_s"]], "model", model_uri, version)
     except Exception as e:  # noqa: BLE001 - any registry/model failure falls back, and says so
-        note = f"model {model_uri!r} unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); heuristic served"
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        note = f"model {model_uri!r} unavailable ({type(e).__name__}: {first_line}); heuristic served"
         pairs = heuristic_predict(rows)
         return Scores([p for p, _ in pairs], [r for _, r in pairs], "heuristic", None, None, note)

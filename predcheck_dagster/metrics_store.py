@@ -25,6 +25,8 @@ from sqlalchemy.engine.url import make_url
 from predcheck_dagster.errors import MetricsStoreUnavailableError
 
 SCHEMA_VERSION = 1
+MIGRATION_ATTEMPTS = 5
+MIGRATION_LOCK_KEY = 0x70726564  # "pred": the PostgreSQL advisory lock held while migrating
 OUTCOMES = ("success", "failure", "crashed", "timeout")
 
 metadata = sa.MetaData()
@@ -156,6 +158,7 @@ MIGRATIONS: Sequence[tuple[int, Callable[[Connection], None]]] = ((1, _migrate_t
 _ENGINES: dict[str, Engine] = {}
 _MIGRATED: set[str] = set()
 _LOCK = threading.Lock()
+_MIGRATE_LOCK = threading.Lock()  # the sampler thread and the step's own thread migrate on first use
 
 
 def redact_url(url: str) -> str:
@@ -222,28 +225,51 @@ class MetricsStore:
         """Bring the schema to SCHEMA_VERSION; returns the version now in force."""
         if self.url in _MIGRATED:
             return SCHEMA_VERSION
+        with _MIGRATE_LOCK:
+            return self._migrate_locked()
+
+    def _migrate_locked(self) -> int:
+        if self.url in _MIGRATED:
+            return SCHEMA_VERSION
         if self.url.startswith("sqlite:///"):
             import os
 
             path = self.url[len("sqlite:///"):]
             if path and path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        try:
-            with self.engine.begin() as conn:
-                schema_info.create(conn, checkfirst=True)
-                current = conn.execute(sa.select(sa.func.max(schema_info.c.version))).scalar() or 0
-                for version, step in MIGRATIONS:
-                    if version > current:
-                        step(conn)
-                        conn.execute(schema_info.insert().values(version=version, migrated_at=time.time()))
-                        current = version
-        except sa.exc.IntegrityError:
-            pass  # another process migrated concurrently
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as e:
-            if "already exists" not in str(getattr(e, "orig", "")):
-                raise self._unavailable(e) from e
+        last_error: Exception | None = None
+        for attempt in range(MIGRATION_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    if self.engine.dialect.name == "postgresql":  # serialise migrations across processes
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                    self._apply_migrations(conn)
+                break
+            except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError,
+                    sa.exc.InterfaceError, OSError) as e:
+                # Either the database is unreachable, or another process (SQLite has no advisory
+                # lock) created the same tables first: probe, and retry only in the second case.
+                try:
+                    with self.engine.connect():
+                        pass
+                except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as probe_error:
+                    raise self._unavailable(probe_error) from probe_error
+                last_error = e
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            raise self._unavailable(last_error or RuntimeError("migration did not complete"))
         _MIGRATED.add(self.url)
         return SCHEMA_VERSION
+
+    @staticmethod
+    def _apply_migrations(conn: Connection) -> None:
+        schema_info.create(conn, checkfirst=True)
+        current = conn.execute(sa.select(sa.func.max(schema_info.c.version))).scalar() or 0
+        for version, step in MIGRATIONS:
+            if version > current:
+                step(conn)
+                conn.execute(schema_info.insert().values(version=version, migrated_at=time.time()))
+                current = version
 
     def schema_version(self) -> int:
         return self._run(lambda c: c.execute(sa.select(sa.func.max(schema_info.c.version))).scalar() or 0,
@@ -402,6 +428,10 @@ class MetricsStore:
         except sa.exc.IntegrityError:
             return False
         return True
+
+    def release_resume(self, parent_run_id: str) -> None:
+        """Give up a claim whose launch could not be attempted, so a later tick tries again."""
+        self._run(lambda c: c.execute(resumes.delete().where(resumes.c.parent_run_id == parent_run_id)))
 
     def finish_resume(self, parent_run_id: str, status: str, new_run_id: str | None = None,
                       detail: str | None = None, plan: Mapping[str, Any] | None = None) -> None:

@@ -27,6 +27,7 @@ from predcheck_dagster.resume_plan import ResumePlan
 
 DEFAULT_MODEL_NAME = "predcheck-forecaster"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
+DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
 
 # Steps of this process that hold a checkpointer, by (run_id, step_key): the hooks close them.
 ACTIVE_STEPS: dict[tuple[str, str], Checkpointer] = {}
@@ -95,8 +96,9 @@ class PredcheckResource(ConfigurableResource):
         default=None, description="MLflow tracking URI. Default: SQLite at $DAGSTER_HOME/predcheck/mlflow.db.")
     model_uri: str = Field(default=DEFAULT_MODEL_URI, description="Registered forecaster to score with.")
     webserver_url: str | None = Field(
-        default=None, description="Dagster webserver base URL the resume sensor launches "
-        "re-executions through (GraphQL), e.g. http://127.0.0.1:3000.")
+        default=DEFAULT_WEBSERVER_URL, description="Dagster webserver base URL the resume sensor launches "
+        "re-executions through (GraphQL). Default: dagster dev's http://127.0.0.1:3000. None disables "
+        "automatic resumes.")
     risk_threshold: float = Field(default=0.5, description="Failure probability above which a run is "
                                   "tagged predcheck/risk=high.")
     sample_interval_s: float = Field(default=5.0, description="Seconds between live samples of a step.")

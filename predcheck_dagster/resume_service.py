@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -28,7 +28,7 @@ from dagster._core.execution.stats import StepEventStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 from predcheck_dagster.checkpoint_store import CheckpointStore, Prediction
-from predcheck_dagster.errors import RelaunchError
+from predcheck_dagster.errors import RelaunchError, WebserverUnreachableError
 from predcheck_dagster.metrics_store import MetricsStore
 from predcheck_dagster.reconcile import reconcile_run
 from predcheck_dagster.resource import PredcheckResource
@@ -103,7 +103,7 @@ class GraphQLLauncher:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 payload = json.loads(resp.read())
         except (urllib.error.URLError, OSError) as e:
-            raise RelaunchError(f"Dagster webserver at {self.url!r} is unreachable ({e}); start it "
+            raise WebserverUnreachableError(f"Dagster webserver at {self.url!r} is unreachable ({e}); start it "
                                 "(`dagster dev`) or fix the predcheck resource's `webserver_url`.") from e
         result = (payload.get("data") or {}).get("launchPipelineReexecution") or {}
         if result.get("__typename") == "LaunchRunSuccess":
@@ -177,7 +177,8 @@ def plan_resume(instance: DagsterInstance, store: MetricsStore, checkpoints: Che
     predcheck_cfg["resume"] = plan.to_config()
     tags = {k: v for k, v in run.tags.items() if not k.startswith(_RUN_SCOPED_PREFIXES)}
     tags.update({RESUMED_FROM_TAG: ",".join(s.checkpoint_id for s in steps),
-                 RESUME_COUNT_TAG: str(resume_count + 1), "dagster/is_resume_retry": "true"})
+                 RESUME_COUNT_TAG: str(resume_count + 1), "dagster/is_resume_retry": "true",
+                 "dagster/parent_run_id": run.run_id, "dagster/root_run_id": root})
     return ResumeRequest(parent=run, plan=plan, run_config=run_config, tags=tags), "ok"
 
 
@@ -187,7 +188,7 @@ def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launche
     report = ResumeReport()
     store = predcheck.metrics_store()
     checkpoints = predcheck.checkpoint_store()
-    since = datetime.now(timezone.utc) - lookback
+    since = datetime.now(UTC) - lookback
     runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=since), limit=200)
     for run in runs:
         report.reconciled += len(reconcile_run(instance, store, run))
@@ -205,6 +206,10 @@ def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launche
             continue  # another tick or daemon owns this resume
         try:
             new_run_id = launcher.launch(instance, request)
+        except WebserverUnreachableError as e:  # nothing was launched: a later tick retries
+            store.release_resume(run.run_id)
+            report.lines.append(f"{run.run_id[:8]}: resume postponed: {e}")
+            continue
         except Exception as e:  # noqa: BLE001 - recorded, shown in the tick, and not retried blindly
             store.finish_resume(run.run_id, "failed", detail=f"{type(e).__name__}: {e}", plan=request.plan.to_config())
             report.lines.append(f"{run.run_id[:8]}: resume failed: {e}")

@@ -3,7 +3,12 @@
 
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from predcheck_dagster.resource import DEFAULT_MODEL_NAME, PredcheckResource, default_artifact_root, default_tracking_uri
+from predcheck_dagster.resource import (
+    DEFAULT_MODEL_NAME,
+    PredcheckResource,
+    default_artifact_root,
+    default_tracking_uri,
+)
 
 
 def build_forecaster_asset(model_code_path: str, model_name: str = DEFAULT_MODEL_NAME,

@@ -29,8 +29,8 @@ from predcheck_dagster.resource import PredcheckResource
 
 MB = 1024 * 1024
 EXECUTOR = multiprocess_executor.configured({"max_concurrent": 2})
-SPOT_SAFE_UNITS = 40
-SPOT_UNITS_PER_RISK = 20
+SPOT_SAFE_UNITS = 45  # a step of at most this many units finishes before the spot node is reclaimed
+SPOT_DOOMED_UNITS = 60  # from this size on, the node is reclaimed (95 %) before the step ends
 
 
 def crunch_unit(acc: int, i: int) -> int:
@@ -61,7 +61,7 @@ class CrunchConfig(Config):
 def spot_preemption_point(units: int, run_id: str) -> float | None:
     """Where (fraction of the work) the spot node is preempted, or None: risk grows with length."""
     rng = random.Random(run_id)
-    risk = min(0.9, max(0.0, (units - SPOT_SAFE_UNITS) / SPOT_UNITS_PER_RISK))
+    risk = 0.95 * min(1.0, max(0.0, (units - SPOT_SAFE_UNITS) / (SPOT_DOOMED_UNITS - SPOT_SAFE_UNITS)))
     return rng.uniform(0.6, 0.9) if rng.random() < risk else None
 
 

@@ -1,0 +1,100 @@
+"""The forecaster trains on a real metrics store, registers in a real MLflow (SQLite backend),
+promotes ``champion`` only when it is at least as good on the held-out later period, and the
+sensor's scorer serves it from a per-process cache, falling back to the heuristic when the
+registry is unreachable."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from predcheck_dagster.features import FEATURE_NAMES, feature_row
+from predcheck_dagster.forecaster import _MODEL_CACHE, score, train_and_register
+from predcheck_dagster.metrics_store import MetricsStore
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_CODE = str(ROOT / "mlflow_models" / "forecaster.py")
+MB = 1024 * 1024
+
+
+def _synthetic_history(store: MetricsStore, n: int = 80, seed: int = 0) -> None:
+    """Attempts of one step whose failures follow big inputs (as the demo's preemptible step)."""
+    rng = random.Random(seed)
+    t = 1_000_000.0
+    for i in range(n):
+        big = rng.random() < 0.35
+        input_bytes = rng.randint(300, 500) if big else rng.randint(80, 200)
+        failed = big and rng.random() < 0.9
+        duration = input_bytes / 100
+        run_id = f"run-{i}"
+        samples = [{"run_id": run_id, "step_key": "crunch", "ts": t + k * 0.5, "elapsed_s": k * 0.5,
+                    "cpu_s": k * 0.05, "rss_bytes": 100 * MB + k * MB, "work_units": k * 10.0,
+                    "input_bytes": input_bytes, "stage": "crunch"} for k in range(int(duration / 0.5))]
+        store.add_samples(samples)
+        store.record_step_run({
+            "run_id": run_id, "root_run_id": run_id, "job": "etl", "step_key": "crunch", "attempt": 1,
+            "started_at": t, "ended_at": t + duration, "duration_s": duration,
+            "outcome": "crashed" if failed else "success", "input_bytes": None if failed else input_bytes,
+            "peak_rss_bytes": 120 * MB, "work_units": duration * 20, "measured_by": "profiler"})
+        t += duration + 5
+
+
+def test_train_register_promote_and_serve(tmp_path: Path) -> None:
+    store = MetricsStore(f"sqlite:///{tmp_path}/metrics.db")
+    _synthetic_history(store)
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    artifacts = (tmp_path / "artifacts").as_uri()
+
+    first = train_and_register(store, tracking, artifacts, "test-forecaster", MODEL_CODE)
+    assert first.model_version == "1" and first.promoted
+    assert first.reason == "promoted to champion: no champion existed"
+    assert first.metrics["auroc"] > 0.8
+
+    history = store.step_runs(job="etl", step_key="crunch")
+    started = history[-1]["ended_at"] + 10
+    sample = lambda k, size: {"elapsed_s": k * 0.5, "cpu_s": k * 0.05, "rss_bytes": 100 * MB + k * MB,  # noqa: E731
+                              "work_units": k * 10.0, "input_bytes": size}
+    risky = feature_row(history, started, [sample(k, 450) for k in range(4)], 2.0)
+    safe = feature_row(history, started, [sample(k, 120) for k in range(4)], 2.0)
+    scores = score([risky, safe], tracking, "models:/test-forecaster@champion")
+    assert scores.served_by == "model" and scores.model_version == "1"
+    assert scores.failure_probability[0] > 0.5 > scores.failure_probability[1]
+    assert all(r >= 0 for r in scores.predicted_remaining_s)
+    assert any(key[1:] == ("test-forecaster", "1") for key in _MODEL_CACHE)  # loaded once, cached by version
+
+    second = train_and_register(store, tracking, artifacts, "test-forecaster", MODEL_CODE)
+    assert second.model_version == "2"
+    assert second.reason.startswith("promoted: holdout AUPRC" if second.promoted else "not promoted: holdout AUPRC")
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    champion = client.get_model_version_by_alias("test-forecaster", "champion")
+    assert str(champion.version) == ("2" if second.promoted else "1")
+    assert client.get_model_version("test-forecaster", "2").description == second.reason
+    assert len(risky) == len(FEATURE_NAMES)
+
+
+def test_unreachable_registry_falls_back_to_the_heuristic_and_says_so(tmp_path: Path) -> None:
+    store = MetricsStore(f"sqlite:///{tmp_path}/metrics.db")
+    _synthetic_history(store, n=10)
+    history = store.step_runs()
+    row = feature_row(history, history[-1]["ended_at"] + 1, [], 0.0)
+    scores = score([row], "http://127.0.0.1:9", "models:/test-forecaster@champion")
+    assert scores.served_by == "heuristic" and scores.model_version is None
+    assert "MLflow tracking server 'http://127.0.0.1:9' is unreachable" in scores.note
+    assert scores.failure_probability[0] == pytest.approx(row["hist_fail_rate"])
+
+
+def test_training_refuses_history_with_one_outcome(tmp_path: Path) -> None:
+    from predcheck_dagster.errors import TrainingDataError
+
+    store = MetricsStore(f"sqlite:///{tmp_path}/metrics.db")
+    for i in range(10):
+        store.record_step_run({"run_id": f"r{i}", "root_run_id": f"r{i}", "job": "j", "step_key": "s",
+                               "attempt": 1, "started_at": i, "ended_at": i + 0.5, "duration_s": 0.5,
+                               "outcome": "success"})
+    with pytest.raises(TrainingDataError, match=r"has only one outcome .* a forecaster needs both"):
+        train_and_register(store, f"sqlite:///{tmp_path}/mlflow.db", tmp_path.as_uri(), "m", MODEL_CODE)

@@ -1,0 +1,88 @@
+"""The resume plan: run-config round trip and the adjustments a resumed step applies."""
+
+from __future__ import annotations
+
+import pytest
+
+from predcheck_dagster.checkpoint_store import Prediction
+from predcheck_dagster.resume_plan import Adjustments, ResumePlan, StepResumePlan, plan_adjustments
+
+GB = 1024 ** 3
+
+PREDICTION = Prediction(
+    failure_probability=0.91, predicted_remaining_s=120.0, bottleneck_stages=["transform", "load"],
+    resource_projection={"peak_rss_bytes": 3 * GB, "cpu_s": 80.5, "time_to_limit_s": None},
+    model_uri="models:/predcheck-forecaster@champion", model_version="4",
+)
+
+
+def test_plan_round_trips_through_run_config():
+    plan = ResumePlan(parent_run_id="parent-1", steps=(
+        StepResumePlan(step_key="crunch", checkpoint_id="etl/root-1/crunch/ckpt-000003", prediction=PREDICTION,
+                       adjustments=Adjustments(batch_size_factor=0.5, memory_request_bytes=int(4.5 * GB),
+                                               priority=1),
+                       error_class="MemoryError"),
+        StepResumePlan(step_key="load", checkpoint_id="etl/root-1/load/ckpt-000001"),
+    ))
+    config = plan.to_config()
+
+    assert ResumePlan.from_config(config) == plan
+    assert config["parent_run_id"] == "parent-1"
+    assert config["steps"][0] == {
+        "step_key": "crunch", "checkpoint_id": "etl/root-1/crunch/ckpt-000003", "error_class": "MemoryError",
+        "failure_probability": 0.91, "predicted_remaining_s": 120.0, "bottleneck_stages": ["transform", "load"],
+        "peak_rss_bytes": 3 * GB, "cpu_s": 80.5, "time_to_limit_s": None,
+        "model_uri": "models:/predcheck-forecaster@champion", "model_version": "4",
+        "batch_size_factor": 0.5, "memory_request_bytes": int(4.5 * GB), "priority": 1,
+    }
+    assert config["steps"][1]["failure_probability"] is None
+    assert config["steps"][1]["bottleneck_stages"] == []
+    assert ResumePlan.from_config(config).for_step("load").prediction is None
+
+
+def test_for_step_and_empty_config():
+    plan = ResumePlan(parent_run_id="p", steps=(StepResumePlan("a", "j/r/a/ckpt-000001"),))
+    assert plan.for_step("a").checkpoint_id == "j/r/a/ckpt-000001"
+    assert plan.for_step("b") is None
+    assert ResumePlan.from_config(None) is None
+    assert ResumePlan.from_config({}) is None
+    assert ResumePlan.from_config({"parent_run_id": "p"}) == ResumePlan(parent_run_id="p")
+
+
+def test_from_config_fills_defaults_for_missing_adjustments():
+    plan = ResumePlan.from_config({"parent_run_id": "p", "steps": [
+        {"step_key": "a", "checkpoint_id": "j/r/a/ckpt-000001", "batch_size_factor": None, "priority": None}]})
+    assert plan.steps[0].adjustments == Adjustments()
+
+
+def test_memory_error_halves_the_batch_and_asks_for_more_memory():
+    adj = plan_adjustments("MemoryError", peak_rss_bytes=2 * GB, prediction=None)
+    assert adj == Adjustments(batch_size_factor=0.5, memory_request_bytes=3 * GB, priority=0)
+    assert plan_adjustments("OutOfMemoryError", 1000, None).memory_request_bytes == 1500
+
+
+def test_memory_error_without_a_measured_peak_still_halves_the_batch():
+    assert plan_adjustments("MemoryError", None, None) == Adjustments(batch_size_factor=0.5)
+
+
+def test_a_crash_near_the_projected_peak_counts_as_out_of_memory():
+    near = plan_adjustments("crashed", peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION)
+    assert near.batch_size_factor == 0.5
+    assert near.memory_request_bytes == int(int(2.8 * GB) * 1.5)
+    far = plan_adjustments("crashed", peak_rss_bytes=1 * GB, prediction=PREDICTION)
+    assert far.batch_size_factor == 1.0 and far.memory_request_bytes is None
+
+
+def test_other_errors_change_nothing_but_priority():
+    assert plan_adjustments("ValueError", 5 * GB, None) == Adjustments()
+    assert plan_adjustments(None, None, None) == Adjustments()
+    assert plan_adjustments("ValueError", 5 * GB, PREDICTION).priority == 1
+    unlikely = Prediction(failure_probability=0.2, predicted_remaining_s=None)
+    assert plan_adjustments("ValueError", 5 * GB, unlikely).priority == 0
+
+
+@pytest.mark.parametrize(("factor", "batch", "minimum", "expected"), [
+    (1.0, 100, 1, 100), (0.5, 100, 1, 50), (0.5, 3, 1, 1), (0.5, 1, 1, 1), (0.25, 10, 4, 4), (0.5, 101, 1, 50),
+])
+def test_scale_batch(factor, batch, minimum, expected):
+    assert Adjustments(batch_size_factor=factor).scale_batch(batch, minimum=minimum) == expected
