@@ -28,6 +28,7 @@ DEFAULT_CHECKPOINT_COST_S = 0.05
 @dataclass
 class TickReport:
     scored: int = 0
+    queued_scored: int = 0
     flagged: list[str] = field(default_factory=list)
     requested: list[str] = field(default_factory=list)
     served_by: str = "none"
@@ -36,7 +37,8 @@ class TickReport:
     lines: list[str] = field(default_factory=list)
 
     def message(self) -> str:
-        head = (f"scored {self.scored} in-flight step(s) in {self.duration_s * 1000:.0f} ms with "
+        head = (f"scored {self.scored} in-flight step(s) and {self.queued_scored} queued step(s) in "
+                f"{self.duration_s * 1000:.0f} ms with "
                 f"{self.served_by}{' v' + self.model_version if self.model_version else ''}; "
                 f"flagged {len(self.flagged)} run(s), requested {len(self.requested)} checkpoint(s)")
         return "\n".join([head, *self.lines])
@@ -53,57 +55,65 @@ def in_flight_steps(instance: DagsterInstance) -> list[tuple[Any, Any]]:
     return out
 
 
+def queued_steps(instance: DagsterInstance) -> list[tuple[Any, str]]:
+    """(run, step key) of every step a queued run will execute."""
+    runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.QUEUED]), limit=MAX_RUNS_PER_TICK)
+    out = []
+    for run in runs:
+        snapshot = (instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+                    if run.execution_plan_snapshot_id else None)
+        for step_key in (snapshot.step_keys_to_execute if snapshot else []):
+            out.append((run, step_key))
+    return out
+
+
 def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: float | None = None) -> TickReport:
-    """Score, record, tag and request; returns what was decided and why."""
+    """Score every in-flight step and queued run; record, tag and request; say why."""
     from predcheck_dagster.forecaster import score
 
     t0 = time.perf_counter()
     now = now or time.time()
     report = TickReport()
     steps = in_flight_steps(instance)
-    if not steps:
+    queued = queued_steps(instance)
+    if not steps and not queued:
         report.duration_s = time.perf_counter() - t0
         return report
     store = predcheck.metrics_store()
-    histories: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for run, stats in steps:
-        key = (run.job_name, stats.step_key)
-        if key not in histories:
-            histories[key] = store.step_runs(job=run.job_name, step_key=stats.step_key, limit=HISTORY_WINDOW * 5)
-    samples = store.recent_samples([(run.run_id, stats.step_key) for run, stats in steps])
-    rows = [feature_row(histories[(run.job_name, stats.step_key)], stats.start_time,
-                        samples.get((run.run_id, stats.step_key), []), now - stats.start_time)
-            for run, stats in steps]
+    histories = store.step_histories({(run.job_name, s.step_key) for run, s in steps}
+                                     | {(run.job_name, key) for run, key in queued}, HISTORY_WINDOW * 2)
+    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps])
+    rows = [feature_row(histories[(run.job_name, s.step_key)], s.start_time, samples.get((run.run_id, s.step_key), []),
+                        now - s.start_time) for run, s in steps]
+    rows += [feature_row(histories[(run.job_name, key)], now, [], 0.0) for run, key in queued]
     scores = score(rows, predcheck.tracking_uri or default_tracking_uri(), predcheck.model_uri)
     report.served_by, report.model_version = scores.served_by, scores.model_version
     if scores.note:
         report.lines.append(scores.note)
-    checkpoints_by_run: dict[str, list[dict[str, Any]]] = {}
-    prediction_rows = []
-    for (run, stats), row, p, remaining in zip(steps, rows, scores.failure_probability,
-                                                scores.predicted_remaining_s):
-        if run.run_id not in checkpoints_by_run:
-            checkpoints_by_run[run.run_id] = store.checkpoints(run_id=run.run_id)
-        own = [c for c in checkpoints_by_run[run.run_id] if c["step_key"] == stats.step_key]
-        last_ckpt = max((c["created_at"] for c in own), default=stats.start_time)
-        cost = store.mean_checkpoint_cost(run.job_name, stats.step_key, DEFAULT_CHECKPOINT_COST_S)
-        work_since = now - last_ckpt
-        remaining = remaining if remaining == remaining else None
+    checkpointed = store.checkpoint_summary(run.run_id for run, _ in steps)
+    costs: dict[tuple[str, str], float] = {}
+    prediction_rows: list[dict[str, Any]] = []
+    new_tags: dict[str, dict[str, str]] = {}
+    for i, (run, stats) in enumerate(steps):
+        p, remaining = scores.failure_probability[i], _known(scores.predicted_remaining_s[i])
+        key = (run.job_name, stats.step_key)
+        own = checkpointed.get((run.run_id, stats.step_key), {})
+        if key not in costs:
+            costs[key] = own.get("mean_write_s") or store.mean_checkpoint_cost(*key, DEFAULT_CHECKPOINT_COST_S)
+        cost = costs[key]
+        work_since = now - (own.get("last_at") or stats.start_time)
         risky = p >= predcheck.risk_threshold
         request = risky and policy.should_request_checkpoint(p, work_since, cost, remaining)
-        prediction = _prediction(run, stats, row, p, remaining, histories[(run.job_name, stats.step_key)],
+        prediction = _prediction(run, stats, rows[i], p, remaining, histories[key],
                                  samples.get((run.run_id, stats.step_key), []), scores, now)
         reason = (f"{run.run_id[:8]}/{stats.step_key}: p_fail={p:.2f} remaining={_fmt(remaining)} "
                   f"elapsed={now - stats.start_time:.0f}s work_since_ckpt={work_since:.1f}s C={cost:.3f}s -> "
                   + ("checkpoint (p×work > C)" if request else "high risk, checkpoint not worth it yet"
                      if risky else "low risk"))
         report.lines.append(reason)
-        prediction_rows.append({
-            "ts": now, "run_id": run.run_id, "step_key": stats.step_key, "job": run.job_name,
-            "served_by": scores.served_by, "model_uri": scores.model_uri, "model_version": scores.model_version,
-            "failure_probability": p, "predicted_remaining_s": remaining, "elapsed_s": now - stats.start_time,
-            "decision": "checkpoint" if request else "none", "reason": reason,
-            "features": {k: (None if v != v else v) for k, v in row.items()}})
+        prediction_rows.append(_prediction_row(now, run, stats.step_key, scores, p, remaining,
+                                               now - stats.start_time, "checkpoint" if request else "none",
+                                               reason, rows[i]))
         tags = {f"{TAG}failure_probability": f"{p:.3f}", f"{TAG}risk": "high" if risky else "low",
                 f"{TAG}predicted_remaining_s": _fmt(remaining)}
         if prediction.bottleneck_stages:
@@ -113,12 +123,41 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         if request and store.request_checkpoint(run.run_id, stats.step_key, prediction.to_dict()):
             tags[f"{TAG}checkpoint_requested"] = stats.step_key
             report.requested.append(f"{run.run_id}/{stats.step_key}")
-        if any(run.tags.get(k) != v for k, v in tags.items()):
-            instance.add_run_tags(run.run_id, tags)
+        new_tags.setdefault(run.run_id, {}).update(tags)
+    run_risk: dict[str, float] = {}
+    for j, (run, step_key) in enumerate(queued, start=len(steps)):
+        p, remaining = scores.failure_probability[j], _known(scores.predicted_remaining_s[j])
+        run_risk[run.run_id] = 1 - (1 - run_risk.get(run.run_id, 0.0)) * (1 - p)
+        prediction_rows.append(_prediction_row(now, run, step_key, scores, p, remaining, None, "queued",
+                                               f"{run.run_id[:8]}/{step_key} (queued): p_fail={p:.2f}", rows[j]))
+    for run_id, p in run_risk.items():
+        risky = p >= predcheck.risk_threshold
+        report.lines.append(f"{run_id[:8]} (queued): p_fail(any step)={p:.2f} -> {'high' if risky else 'low'} risk")
+        new_tags[run_id] = {f"{TAG}failure_probability": f"{p:.3f}", f"{TAG}risk": "high" if risky else "low"}
+        if risky:
+            report.flagged.append(run_id)
+    runs = {run.run_id: run for run, _ in [*steps, *queued]}
+    for run_id, tags in new_tags.items():
+        if any(runs[run_id].tags.get(k) != v for k, v in tags.items()):
+            instance.add_run_tags(run_id, tags)
     store.add_predictions(prediction_rows)
     report.scored = len(steps)
+    report.queued_scored = len(queued)
     report.duration_s = time.perf_counter() - t0
     return report
+
+
+def _known(value: float) -> float | None:
+    return None if value != value else value
+
+
+def _prediction_row(now: float, run: Any, step_key: str, scores: Any, p: float, remaining: float | None,
+                    elapsed: float | None, decision: str, reason: str, features: dict[str, float]) -> dict[str, Any]:
+    return {"ts": now, "run_id": run.run_id, "step_key": step_key, "job": run.job_name,
+            "served_by": scores.served_by, "model_uri": scores.model_uri, "model_version": scores.model_version,
+            "failure_probability": p, "predicted_remaining_s": remaining, "elapsed_s": elapsed,
+            "decision": decision, "reason": reason,
+            "features": {k: (None if v != v else v) for k, v in features.items()}}
 
 
 def _prediction(run: Any, stats: Any, row: dict[str, float], p: float, remaining: float | None,

@@ -46,6 +46,12 @@ def _process_summary(started_at: float | None) -> dict[str, Any]:
             "host": socket.gethostname()}
 
 
+def error_class_name(exc: BaseException) -> str:
+    """The exception's class name, or its nearest public ancestor's for a private class
+    (numpy raises ``_ArrayMemoryError``, a ``MemoryError``; Dagster shows it as ``MemoryError``)."""
+    return next((c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_")), type(exc).__name__)
+
+
 def record_attempt(context: HookContext, outcome: str) -> None:
     """Write one ``step_runs`` row for the attempt that just ended; warn, never raise."""
     try:
@@ -72,7 +78,7 @@ def record_attempt(context: HookContext, outcome: str) -> None:
             "partition_key": (run.tags.get("dagster/partition") if run else None), "attempt": attempt,
             "started_at": summary["started_at"], "ended_at": ended,
             "duration_s": ended - summary["started_at"], "outcome": outcome,
-            "error_class": type(exc).__name__ if exc is not None else None,
+            "error_class": error_class_name(exc) if exc is not None else None,
             "error_message": str(exc)[:ERROR_MESSAGE_CHARS] if exc is not None else None,
             "stage_durations": summary["stage_durations"], "cpu_s": summary["cpu_s"],
             "peak_rss_bytes": summary["peak_rss_bytes"], "mean_rss_bytes": summary["mean_rss_bytes"],

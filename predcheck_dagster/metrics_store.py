@@ -307,6 +307,28 @@ class MetricsStore:
         rows = self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
         return rows[::-1]
 
+    def step_histories(self, keys: Iterable[tuple[str, str]], per_step: int
+                       ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """The newest ``per_step`` attempts of each (job, step_key), oldest first, in one query."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        ranked = (
+            sa.select(step_runs, sa.func.row_number().over(
+                partition_by=(step_runs.c.job, step_runs.c.step_key),
+                order_by=(step_runs.c.ended_at.desc(), step_runs.c.id.desc())).label("rn"))
+            .where(step_runs.c.job.in_({k[0] for k in keys}), step_runs.c.step_key.in_({k[1] for k in keys}))
+            .subquery()
+        )
+        q = sa.select(ranked).where(ranked.c.rn <= per_step).order_by(ranked.c.ended_at, ranked.c.id)
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {k: [] for k in keys}
+        for row in self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False):
+            key = (row["job"], row["step_key"])
+            if key in grouped:
+                row.pop("rn")
+                grouped[key].append(row)
+        return grouped
+
     # ---- samples ------------------------------------------------------------------------------
     def add_samples(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
@@ -409,6 +431,20 @@ class MetricsStore:
         if root_run_id is not None:
             q = q.where(checkpoints.c.root_run_id == root_run_id)
         return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+
+    def checkpoint_summary(self, run_ids: Iterable[str]) -> dict[tuple[str, str], dict[str, float]]:
+        """Per (run_id, step_key) of these runs: the last checkpoint's time and the mean write cost
+        of that step's checkpoints in these runs, in one query."""
+        run_ids = list(set(run_ids))
+        if not run_ids:
+            return {}
+        q = (sa.select(checkpoints.c.run_id, checkpoints.c.step_key,
+                       sa.func.max(checkpoints.c.created_at).label("last_at"),
+                       sa.func.avg(checkpoints.c.write_s).label("mean_write_s"))
+             .where(checkpoints.c.run_id.in_(run_ids))
+             .group_by(checkpoints.c.run_id, checkpoints.c.step_key))
+        rows = self._run(lambda c: list(c.execute(q)), write=False)
+        return {(r.run_id, r.step_key): {"last_at": r.last_at, "mean_write_s": r.mean_write_s} for r in rows}
 
     def mean_checkpoint_cost(self, job: str, step_key: str, default: float) -> float:
         """Mean measured write time (C) of this step's recent checkpoints, seconds."""

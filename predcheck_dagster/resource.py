@@ -113,6 +113,10 @@ class PredcheckResource(ConfigurableResource):
     retention: int = Field(default=3, description="Good checkpoints kept per step stream.")
     allow_pickle: bool = Field(default=False, description="Allow pickle for state no safe serializer handles.")
     max_resumes: int = Field(default=3, description="At most this many automatic resumes per root run.")
+    resume_deadline_s: float = Field(default=24 * 3600.0, description="No automatic resume once this many "
+                                     "seconds have passed since the root run started (the time limit).")
+    resume_celery_queue: str | None = Field(default=None, description="Celery queue for resumes that "
+                                            "ran out of memory (tag dagster-celery/queue).")
     code_version: str | None = Field(default=None, description="Code version recorded in manifests; a "
                                      "checkpoint of another code version is refused on resume.")
     resume: ResumePlanConfig | None = Field(default=None, description="Set by the resume sensor.")
@@ -154,8 +158,20 @@ class PredcheckResource(ConfigurableResource):
         profiler.input_bytes = STEP_IO_BYTES.get(key, {}).get("input")  # inputs load before compute
         profiler.start()
         plan = self.resume_plan()
+        if plan is None and run.parent_run_id:
+            plan = self._plan_for_retry(context)
         checkpointer = Checkpointer(identity, self.checkpoint_store(), metrics, profiler,
                                     settings=self.checkpoint_settings(),
                                     plan=plan.for_step(identity.step_key) if plan else None, log=context.log)
         ACTIVE_STEPS[key] = checkpointer
         return checkpointer
+
+    def _plan_for_retry(self, context: Any) -> ResumePlan | None:
+        """A from-failure re-execution launched without a plan (run-retries daemon, UI): rebuild it."""
+        from predcheck_dagster.resume_service import plan_for_retry
+
+        try:
+            return plan_for_retry(context.instance, self, context.run)
+        except Exception as e:  # noqa: BLE001 - without a plan the step still restores its checkpoint
+            context.log.warning(f"predcheck: could not rebuild the resume plan from the store: {e}")
+            return None

@@ -7,6 +7,7 @@ higher priority for the bottleneck stage).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -106,6 +107,29 @@ def plan_adjustments(error_class: str | None, peak_rss_bytes: int | None,
         memory_request_bytes=int(peak_rss_bytes * MEMORY_HEADROOM) if memory_bound and peak_rss_bytes else None,
         priority=1 if prediction and prediction.failure_probability >= 0.5 else 0,
     )
+
+
+def executor_tags(plan: ResumePlan, celery_queue: str | None = None) -> dict[str, str]:
+    """Run tags through which executors apply a plan's resource adjustments.
+
+    - ``dagster/priority``: the queued run coordinator launches higher priorities first.
+    - ``dagster-k8s/config``: the k8s run launcher / executor requests the memory the plan asks
+      for (the largest over the plan's steps), in the container's resource requests.
+    - ``dagster-celery/queue``: a memory-bound resume goes to ``celery_queue`` (e.g. workers on
+      big nodes) when one is named.
+    """
+    tags: dict[str, str] = {}
+    priority = max((s.adjustments.priority for s in plan.steps), default=0)
+    if priority:
+        tags["dagster/priority"] = str(priority)
+    memory = max((s.adjustments.memory_request_bytes or 0 for s in plan.steps), default=0)
+    if memory:
+        mib = math.ceil(memory / (1024 * 1024))
+        tags["dagster-k8s/config"] = json.dumps(
+            {"container_config": {"resources": {"requests": {"memory": f"{mib}Mi"}}}}, sort_keys=True)
+        if celery_queue:
+            tags["dagster-celery/queue"] = celery_queue
+    return tags
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -32,11 +32,14 @@ from predcheck_dagster.errors import RelaunchError, WebserverUnreachableError
 from predcheck_dagster.metrics_store import MetricsStore
 from predcheck_dagster.reconcile import reconcile_run
 from predcheck_dagster.resource import PredcheckResource
-from predcheck_dagster.resume_plan import ResumePlan, StepResumePlan, plan_adjustments
+from predcheck_dagster.resume_plan import ResumePlan, StepResumePlan, executor_tags, plan_adjustments
 
 RESUMED_FROM_TAG = "predcheck/resumed_from"
 RESUME_COUNT_TAG = "predcheck/resume_count"
 RESUMED_BY_TAG = "predcheck/resumed_by"
+MAX_RETRIES_TAG = "dagster/max_retries"
+RETRY_NUMBER_TAG = "dagster/retry_number"
+WILL_RETRY_TAG = "dagster/will_retry"
 AUTO_RESUME_TAG = "predcheck/auto_resume"  # "false" on a run (or job) opts it out of resumes
 LOOKBACK = timedelta(hours=24)
 # Tags of a flagged run that describe that run only; the re-execution does not inherit them.
@@ -140,13 +143,37 @@ class ResumeReport:
 
 
 def plan_resume(instance: DagsterInstance, store: MetricsStore, checkpoints: CheckpointStore, run: DagsterRun,
-                max_resumes: int) -> tuple[ResumeRequest | None, str]:
+                predcheck: PredcheckResource, now: float | None = None) -> tuple[ResumeRequest | None, str]:
     """The resume request for a failed run, or None and why not."""
     if run.tags.get(AUTO_RESUME_TAG, "true").lower() == "false":
         return None, f"opted out ({AUTO_RESUME_TAG}=false)"
     resume_count = int(run.tags.get(RESUME_COUNT_TAG, "0") or 0)
-    if resume_count >= max_resumes:
-        return None, f"already resumed {resume_count} time(s) (max_resumes={max_resumes})"
+    if resume_count >= predcheck.max_resumes:
+        return None, f"already resumed {resume_count} time(s) (max_resumes={predcheck.max_resumes})"
+    root = run.root_run_id or run.run_id
+    root_record = instance.get_run_record_by_id(root)
+    root_started = (root_record.start_time or root_record.create_timestamp.timestamp()) if root_record else None
+    if root_started is not None and (now or time.time()) - root_started > predcheck.resume_deadline_s:
+        return None, (f"past the resume deadline: root run {root[:8]} started more than "
+                      f"{predcheck.resume_deadline_s:.0f} s ago (resume_deadline_s)")
+    plan = build_plan(instance, store, checkpoints, run)
+    if plan is None:
+        return None, "no failed step has a checkpoint"
+    run_config = copy.deepcopy(dict(run.run_config or {}))
+    resources = run_config.setdefault("resources", {})
+    predcheck_cfg = resources.setdefault("predcheck", {}).setdefault("config", {})
+    predcheck_cfg["resume"] = plan.to_config()
+    tags = {k: v for k, v in run.tags.items() if not k.startswith(_RUN_SCOPED_PREFIXES)}
+    tags.update({RESUMED_FROM_TAG: ",".join(s.checkpoint_id for s in plan.steps),
+                 RESUME_COUNT_TAG: str(resume_count + 1), "dagster/is_resume_retry": "true",
+                 "dagster/parent_run_id": run.run_id, "dagster/root_run_id": root,
+                 **executor_tags(plan, predcheck.resume_celery_queue)})
+    return ResumeRequest(parent=run, plan=plan, run_config=run_config, tags=tags), "ok"
+
+
+def build_plan(instance: DagsterInstance, store: MetricsStore, checkpoints: CheckpointStore,
+               run: DagsterRun) -> ResumePlan | None:
+    """The plan for the failed steps of ``run`` that have a checkpoint, or None if none has."""
     root = run.root_run_id or run.run_id
     failed = [s.step_key for s in instance.get_run_step_stats(run.run_id)
               if s.status in (StepEventStatus.FAILURE, StepEventStatus.IN_PROGRESS)]
@@ -168,19 +195,35 @@ def plan_resume(instance: DagsterInstance, store: MetricsStore, checkpoints: Che
             step_key=step_key, checkpoint_id=latest.checkpoint_id, prediction=prediction,
             error_class=attempt.get("error_class"),
             adjustments=plan_adjustments(attempt.get("error_class"), attempt.get("peak_rss_bytes"), prediction)))
-    if not steps:
-        return None, "no failed step has a checkpoint"
-    plan = ResumePlan(parent_run_id=run.run_id, steps=tuple(steps))
-    run_config = copy.deepcopy(dict(run.run_config or {}))
-    resources = run_config.setdefault("resources", {})
-    predcheck_cfg = resources.setdefault("predcheck", {}).setdefault("config", {})
-    predcheck_cfg["resume"] = plan.to_config()
-    tags = {k: v for k, v in run.tags.items() if not k.startswith(_RUN_SCOPED_PREFIXES)}
-    tags.update({RESUMED_FROM_TAG: ",".join(s.checkpoint_id for s in steps),
-                 RESUME_COUNT_TAG: str(resume_count + 1), "dagster/is_resume_retry": "true",
-                 "dagster/parent_run_id": run.run_id, "dagster/root_run_id": root})
-    return ResumeRequest(parent=run, plan=plan, run_config=run_config, tags=tags), "ok"
+    return ResumePlan(parent_run_id=run.run_id, steps=tuple(steps)) if steps else None
 
+
+def plan_for_retry(instance: DagsterInstance, predcheck: PredcheckResource, run: DagsterRun) -> ResumePlan | None:
+    """The plan of a re-execution launched without one in its run config (by Dagster's run-retries
+    daemon, or by hand from the UI): rebuilt from the store, after reconciling the parent run."""
+    parent = instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    if parent is None:
+        return None
+    store = predcheck.metrics_store()
+    reconcile_run(instance, store, parent)
+    return build_plan(instance, store, predcheck.checkpoint_store(), parent)
+
+
+def left_to_run_retries(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """True when Dagster's run-retries daemon will re-execute ``run`` itself.
+
+    The daemon marks its decision with ``dagster/will_retry``; before it has, a run with retries
+    left (``dagster/max_retries`` above ``dagster/retry_number``) is left to it for this tick.
+    """
+    if not instance.run_retries_enabled:
+        return False
+    decided = run.tags.get(WILL_RETRY_TAG)
+    if decided is not None:
+        return decided.lower() == "true"
+    try:
+        return int(run.tags.get(MAX_RETRIES_TAG, "0")) > int(run.tags.get(RETRY_NUMBER_TAG, "0"))
+    except ValueError:
+        return False
 
 def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launcher: Launcher | None,
                 lookback: timedelta = LOOKBACK) -> ResumeReport:
@@ -194,7 +237,11 @@ def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launche
         report.reconciled += len(reconcile_run(instance, store, run))
         if RESUMED_BY_TAG in run.tags:
             continue
-        request, why = plan_resume(instance, store, checkpoints, run, predcheck.max_resumes)
+        if left_to_run_retries(instance, run):
+            report.lines.append(f"{run.run_id[:8]}: left to Dagster's run-retries daemon ({MAX_RETRIES_TAG}); "
+                                "the re-executed step rebuilds its plan from the store")
+            continue
+        request, why = plan_resume(instance, store, checkpoints, run, predcheck)
         if request is None:
             report.lines.append(f"{run.run_id[:8]} ({run.job_name}): not resumed: {why}")
             continue

@@ -65,7 +65,7 @@ def test_forecast_sensor_flags_run_and_step_checkpoints_with_prediction(dagster_
             with build_sensor_context(instance=instance, resources={"predcheck": predcheck}) as context:
                 skip = sensor(context)
             message = skip.skip_message
-            assert "scored 1 in-flight step(s)" in message
+            assert "scored 1 in-flight step(s) and 0 queued step(s)" in message
             assert "heuristic" in message  # no model registered in this MLflow: the fallback served, and says so
             assert "checkpoint (p×work > C)" in message
 
