@@ -82,9 +82,22 @@ def location_env_vars() -> list[tuple[str, str, str, str]]:
                 if (isinstance(value, ast.Call) and _dotted(value.func) in ("os.environ.get", "os.getenv")
                         and value.args and isinstance(value.args[0], ast.Constant)):
                     target = f"{_dotted(call.func).rsplit('.', 1)[-1]}.{kw.arg}"
-                    default = ast.literal_eval(value.args[1]) if len(value.args) > 1 else None
+                    default = _default_of(value.args[1]) if len(value.args) > 1 else None
                     found.append((value.args[0].value, rel, target, default))
     return found
+
+
+def _default_of(node: ast.expr) -> object:
+    """A literal default as its value; a name (a library constant) resolved by importing it."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        import predcheck_dagster as pc
+
+        value: object = pc
+        for part in _dotted(node).split(".")[1:]:
+            value = getattr(value, part)
+        return value
 
 
 def cli_env_vars() -> list[tuple[str, str]]:

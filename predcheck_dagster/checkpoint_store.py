@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -142,6 +143,21 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
+class BytesSerializer:
+    """Raw bytes, stored as they are (a step that serializes its own state)."""
+
+    name, extension = "bytes", "bin"
+
+    def can_dump(self, obj: Any) -> bool:
+        return isinstance(obj, (bytes, bytearray, memoryview))
+
+    def dumps(self, obj: Any) -> bytes:
+        return obj if isinstance(obj, bytes) else bytes(obj)
+
+    def loads(self, data: bytes) -> Any:
+        return data
+
+
 class JsonSerializer:
     name, extension = "json", "json"
 
@@ -214,7 +230,8 @@ class PickleSerializer:
         return pickle.loads(data)  # noqa: S301 - only reached when the user opted into pickle
 
 
-SAFE_SERIALIZERS: tuple[Serializer, ...] = (NumpySerializer(), ParquetSerializer(), JsonSerializer())
+SAFE_SERIALIZERS: tuple[Serializer, ...] = (BytesSerializer(), NumpySerializer(), ParquetSerializer(),
+                                             JsonSerializer())
 _BY_NAME: dict[str, Serializer] = {s.name: s for s in (*SAFE_SERIALIZERS, PickleSerializer())}
 
 
@@ -299,12 +316,13 @@ class CheckpointStore:
         checkpoint_id = f"{stream}/{CKPT_PREFIX}{seq:06d}"
         payload_name = f"payload.{serializer.extension}"
         self.fs.makedirs(self._abs(checkpoint_id), exist_ok=True)
+        digest = _Sha256(data)  # hashed while the payload is written (both release the GIL)
         self._write_atomic(f"{checkpoint_id}/{payload_name}", data)
         manifest = Manifest(
             checkpoint_id=checkpoint_id, run_id=run_id, root_run_id=root_run_id, job=job,
             step_key=step_key, seq=seq, kind=kind, created_at=time.time(), code_version=code_version,
             serializer=serializer.name, payload_name=payload_name, nbytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(), write_s=0.0, prediction=prediction,
+            sha256=digest.hexdigest(), write_s=0.0, prediction=prediction,
         )
         write_s = time.perf_counter() - started
         manifest = replace(manifest, write_s=write_s)
@@ -319,8 +337,10 @@ class CheckpointStore:
         self.fs.mv(tmp, target)
 
     def _entries(self, stream: str) -> list[int]:
+        path = self._abs(stream)
+        self.fs.invalidate_cache(path)  # object stores cache listings; another process may have written
         try:
-            names = self.fs.ls(self._abs(stream), detail=False)
+            names = self.fs.ls(path, detail=False)
         except FileNotFoundError:
             return []
         seqs = []
@@ -466,6 +486,7 @@ class CheckpointStore:
     def streams(self) -> list[str]:
         """Every stream under the root (directories holding ``ckpt-*`` entries)."""
         found = set()
+        self.fs.invalidate_cache(self.root)
         try:
             paths = self.fs.find(self.root, withdirs=False)
         except FileNotFoundError:
@@ -485,6 +506,26 @@ class CheckpointStore:
             self.fs.rm(self._abs(stream), recursive=True)
         except FileNotFoundError:
             pass
+
+
+class _Sha256:
+    """sha256 of a payload, computed on a thread for large payloads (overlapping the write)."""
+
+    THREADED_FROM_BYTES = 1 << 20
+
+    def __init__(self, data: bytes) -> None:
+        self._hash = hashlib.sha256()
+        self._thread: threading.Thread | None = None
+        if len(data) >= self.THREADED_FROM_BYTES:
+            self._thread = threading.Thread(target=self._hash.update, args=(data,), daemon=True)
+            self._thread.start()
+        else:
+            self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        if self._thread is not None:
+            self._thread.join()
+        return self._hash.hexdigest()
 
 
 def _validate_checkpoint_id(checkpoint_id: str) -> None:

@@ -52,7 +52,6 @@ class CheckpointSettings:
     min_interval_s: float = 1.0
     max_interval_s: float = 600.0
     default_mtbf_s: float = policy.DEFAULT_MTBF_S
-    initial_cost_s: float = 0.05
 
 
 class Checkpointer:
@@ -74,12 +73,25 @@ class Checkpointer:
         self.written: list[Manifest] = []
         self.prediction: Prediction | None = plan.prediction if plan else None
         self._request: dict[str, Any] | None = None
-        self._cost_s = self.settings.initial_cost_s
+        self._cost_s = self._past_cost()
         self._poll_warned = False
         now = time.monotonic()
         self._last_checkpoint_t = now
         self._next_poll = now if metrics is not None else _NEVER
-        self._next_due = now + self._interval()
+        # Without a measured cost C for this step, the first checkpoint comes early and measures it.
+        first_due = self._interval() if self._cost_s is not None or self.settings.fixed_interval_s is not None \
+            else self.settings.min_interval_s
+        self._next_due = now + first_due
+
+    def _past_cost(self) -> float | None:
+        """Mean write time of this step's recent checkpoints (C), from the metrics store, if any."""
+        if self.metrics is None:
+            return None
+        try:
+            cost = self.metrics.mean_checkpoint_cost(self.identity.job, self.identity.step_key, default=-1.0)
+        except Exception:  # noqa: BLE001 - an unreachable store only costs the early first checkpoint
+            return None
+        return cost if cost >= 0 else None
 
     # ---- restore ------------------------------------------------------------------------------
     def restore(self, default: Any = None) -> Any:
@@ -140,7 +152,7 @@ class Checkpointer:
             state, stream=self.stream, job=ident.job, run_id=ident.run_id, root_run_id=ident.root_run_id,
             step_key=ident.step_key, kind=kind, code_version=ident.code_version, prediction=self.prediction)
         self.written.append(manifest)
-        self._cost_s = 0.7 * self._cost_s + 0.3 * manifest.write_s if len(self.written) > 1 else manifest.write_s
+        self._cost_s = manifest.write_s if self._cost_s is None else 0.7 * self._cost_s + 0.3 * manifest.write_s
         now = time.monotonic()
         self._last_checkpoint_t = now
         self._next_due = now + self._interval()
@@ -171,7 +183,7 @@ class Checkpointer:
             return s.fixed_interval_s
         p = self.prediction
         horizon = (p.predicted_remaining_s if p else None) or None
-        return policy.adaptive_interval(self._cost_s, p.failure_probability if p else None, horizon,
+        return policy.adaptive_interval(self._cost_s or 0.0, p.failure_probability if p else None, horizon,
                                         s.min_interval_s, s.max_interval_s, s.default_mtbf_s)
 
     def _poll(self, now: float) -> None:

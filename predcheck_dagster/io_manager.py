@@ -22,13 +22,16 @@ class CheckpointIOManager(ConfigurableIOManager):
 
     root_url: str | None = Field(default=None, description="fsspec URL of the storage root. Default: "
                                  "$DAGSTER_HOME/predcheck/checkpoints.")
+    storage_options: dict[str, str] = Field(
+        default={}, description="fsspec storage options of root_url, e.g. {endpoint_url: ...}; "
+        "credentials come from the environment, never from here.")
     retention: int = Field(default=3, description="Versions kept per output stream.")
     allow_pickle: bool = Field(default=False, description="Allow pickle for objects no safe serializer "
                                "(JSON, numpy, parquet) handles. Only if you trust the storage's writers.")
 
     def _store(self) -> CheckpointStore:
         return CheckpointStore(self.root_url or default_checkpoint_root(), retention=self.retention,
-                               allow_pickle=self.allow_pickle)
+                               allow_pickle=self.allow_pickle, storage_options=self.storage_options)
 
     @staticmethod
     def _stream(store: CheckpointStore, context: OutputContext) -> str:

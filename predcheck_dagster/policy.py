@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-DEFAULT_MTBF_S = 6 * 3600.0
+DEFAULT_MTBF_S = 3600.0  # one failure an hour: preemptible nodes, flaky services (DESIGN.md §1)
 MIN_FAILURE_PROBABILITY = 1e-6
 MAX_FAILURE_PROBABILITY = 1 - 1e-6
 

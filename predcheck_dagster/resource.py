@@ -92,6 +92,10 @@ class PredcheckResource(ConfigurableResource):
     checkpoint_root: str | None = Field(
         default=None, description="fsspec URL under which checkpoints are written (local path, "
         "memory://, s3://...). Default: $DAGSTER_HOME/predcheck/checkpoints.")
+    storage_options: dict[str, str] = Field(
+        default={}, description="fsspec storage options of checkpoint_root, e.g. {endpoint_url: "
+        "http://127.0.0.1:9000} for an S3-compatible server. Credentials come from the environment "
+        "(AWS_* variables, instance roles), never from here.")
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI. Default: SQLite at $DAGSTER_HOME/predcheck/mlflow.db.")
     model_uri: str = Field(default=DEFAULT_MODEL_URI, description="Registered forecaster to score with.")
@@ -127,7 +131,7 @@ class PredcheckResource(ConfigurableResource):
 
     def checkpoint_store(self) -> CheckpointStore:
         return CheckpointStore(self.checkpoint_root or default_checkpoint_root(), retention=self.retention,
-                               allow_pickle=self.allow_pickle)
+                               allow_pickle=self.allow_pickle, storage_options=self.storage_options)
 
     def resume_plan(self) -> ResumePlan | None:
         return ResumePlan.from_config(self.resume.model_dump() if self.resume else None)

@@ -166,9 +166,13 @@ def test_an_unreachable_metrics_store_does_not_fail_the_step(make_checkpointer, 
 def test_adaptive_interval_shortens_after_a_high_risk_request(make_checkpointer, metrics):
     ck = make_checkpointer(CheckpointSettings(poll_interval_s=0.0, min_interval_s=0.2, max_interval_s=600.0))
     assert ck.maybe_checkpoint({"i": 0}) is None
-    # no forecast: Daly's period at the default MTBF (6 h) for the initial cost estimate
-    assert ck._interval() == pytest.approx(policy.daly_period(0.05, policy.DEFAULT_MTBF_S))
-    assert ck._interval() > 40.0
+    assert ck._cost_s is None  # no checkpoint of this step measured yet: the first one comes early
+    assert ck._next_due - ck._last_checkpoint_t == pytest.approx(0.2)
+    time.sleep(0.25)
+    first = ck.maybe_checkpoint({"i": 0})
+    assert first.kind == "periodic" and ck._cost_s == first.write_s
+    # no forecast: Daly's period at the default MTBF for the measured cost C
+    assert ck._interval() == pytest.approx(max(0.2, policy.daly_period(first.write_s, policy.DEFAULT_MTBF_S)))
     metrics.request_checkpoint(RUN, STEP, {"failure_probability": 0.99, "predicted_remaining_s": 5.0})
     assert ck.maybe_checkpoint({"i": 1}).kind == "preemptive"
     assert ck._interval() == 0.2  # very likely to fail soon: clamped at the minimum
