@@ -14,6 +14,17 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
+def temp_dagster_home() -> str:
+    """A fresh DAGSTER_HOME for a benchmark run (set in this process's environment)."""
+    import os
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="predcheck-bench-")
+    os.environ["DAGSTER_HOME"] = home
+    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
 def machine() -> dict[str, Any]:
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                          capture_output=True, text=True).stdout.strip()

@@ -10,7 +10,6 @@ Both re-executions are launched as soon as the failure is recorded, in this proc
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,15 +64,13 @@ def _end(instance: DagsterInstance, run_id: str) -> float:
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, os.path.dirname(__file__))
-    from _results import save
+    from _results import save, temp_dagster_home
 
     import predcheck_dagster as pc
     from predcheck_dagster.demo.driver import load_location
     from predcheck_dagster.resume_service import ExecuteJobLauncher, resume_tick
 
-    home = tempfile.mkdtemp()
-    os.environ["DAGSTER_HOME"] = home
-    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    temp_dagster_home()
     recon, _ = load_location(str(ROOT / "workspace.yaml"))
     with DagsterInstance.get() as instance:
         # predcheck: the demo's preemptible step, same work, default (adaptive) checkpoint interval

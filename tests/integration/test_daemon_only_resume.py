@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 import predcheck_dagster as pc
 from predcheck_dagster.resume_service import resume_tick
+
+from .webserver import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +75,4 @@ def test_run_retries_daemon_resumes_with_a_plan_rebuilt_from_the_store(dagster_h
             records = instance.get_records_for_run(child.run_id, of_type=DagsterEventType.STEP_OUTPUT).records
             assert records[0].event_log_entry.dagster_event.step_output_data.metadata["batch_size"].value == 6
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_process_group(daemon)

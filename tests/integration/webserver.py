@@ -1,4 +1,4 @@
-"""Start a real ``dagster-webserver`` on a free port for a test, and stop it (with its children)."""
+"""Start real Dagster processes for a test (``dagster-webserver`` on a free port) and stop them."""
 
 from __future__ import annotations
 
@@ -52,9 +52,14 @@ def running_webserver(dagster_home: Path, log_path: Path, timeout_s: float = 90)
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its children; SIGKILL if needed."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
