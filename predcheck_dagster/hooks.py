@@ -68,8 +68,7 @@ def record_attempt(context: HookContext, outcome: str) -> None:
         run = context.instance.get_run_by_id(context.run_id)
         store = resource.metrics_store()
         if attempt is None:
-            attempt = 1 + sum(1 for r in store.step_runs(job=context.job_name, step_key=context.step_key)
-                              if r["run_id"] == context.run_id)
+            attempt = 1 + store.attempts_recorded(context.run_id, context.step_key)
         exc = context.op_exception
         ended = time.time()
         store.record_step_run({

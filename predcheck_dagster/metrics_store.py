@@ -287,14 +287,20 @@ class MetricsStore:
             return False
         return True
 
-    def has_step_run(self, run_id: str, step_key: str) -> bool:
+    def attempts_recorded(self, run_id: str, step_key: str) -> int:
+        """How many attempts of ``step_key`` in ``run_id`` are recorded."""
         q = sa.select(sa.func.count()).where(step_runs.c.run_id == run_id, step_runs.c.step_key == step_key)
-        return bool(self._run(lambda c: c.execute(q).scalar(), write=False))
+        return int(self._run(lambda c: c.execute(q).scalar(), write=False) or 0)
 
-    def step_runs(self, job: str | None = None, step_key: str | None = None,
+    def has_step_run(self, run_id: str, step_key: str) -> bool:
+        return self.attempts_recorded(run_id, step_key) > 0
+
+    def step_runs(self, job: str | None = None, step_key: str | None = None, run_id: str | None = None,
                   ended_before: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Step attempts, oldest first (the newest ``limit`` when given)."""
         q = sa.select(step_runs)
+        if run_id is not None:
+            q = q.where(step_runs.c.run_id == run_id)
         if job is not None:
             q = q.where(step_runs.c.job == job)
         if step_key is not None:

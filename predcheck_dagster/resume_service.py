@@ -177,7 +177,7 @@ def build_plan(instance: DagsterInstance, store: MetricsStore, checkpoints: Chec
     root = run.root_run_id or run.run_id
     failed = [s.step_key for s in instance.get_run_step_stats(run.run_id)
               if s.status in (StepEventStatus.FAILURE, StepEventStatus.IN_PROGRESS)]
-    attempts = {r["step_key"]: r for r in store.step_runs(job=run.job_name) if r["run_id"] == run.run_id}
+    attempts = {r["step_key"]: r for r in store.step_runs(run_id=run.run_id)}
     predictions: dict[str, Prediction] = {}
     for row in store.predictions(run_id=run.run_id):
         predictions[row["step_key"]] = Prediction(
