@@ -91,6 +91,7 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     if scores.note:
         report.lines.append(scores.note)
     checkpointed = store.checkpoint_summary(run.run_id for run, _ in steps)
+    decided_at = time.time()  # scoring can take a while (a cold model load): steps kept checkpointing
     costs: dict[tuple[str, str], float] = {}
     prediction_rows: list[dict[str, Any]] = []
     new_tags: dict[str, dict[str, str]] = {}
@@ -101,7 +102,7 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         if key not in costs:
             costs[key] = own.get("mean_write_s") or store.mean_checkpoint_cost(*key, DEFAULT_CHECKPOINT_COST_S)
         cost = costs[key]
-        work_since = now - (own.get("last_at") or stats.start_time)
+        work_since = max(0.0, decided_at - (own.get("last_at") or stats.start_time))
         risky = p >= predcheck.risk_threshold
         request = risky and policy.should_request_checkpoint(p, work_since, cost, remaining)
         prediction = _prediction(run, stats, rows[i], p, remaining, histories[key],
