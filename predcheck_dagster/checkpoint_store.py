@@ -12,7 +12,8 @@ root, e.g. ``etl/4f0c.../crunch/ckpt-000003``.
 Guarantees:
     - A new checkpoint never overwrites an earlier one: each write takes a new sequence number.
     - The manifest is written last, through a temporary name and a move, so a reader never sees a
-      manifest whose payload is not complete; readers trust only a manifest whose sha256 matches.
+      manifest whose payload is not complete (nor a half-written manifest); readers trust only a
+      manifest whose payload matches its sha256 and size.
     - A crash during a write leaves the previous good checkpoint readable.
     - Retention deletes only checkpoints older than the newest ``retention`` good ones.
 """
@@ -317,7 +318,9 @@ class CheckpointStore:
         payload_name = f"payload.{serializer.extension}"
         self.fs.makedirs(self._abs(checkpoint_id), exist_ok=True)
         digest = _Sha256(data)  # hashed while the payload is written (both release the GIL)
-        self._write_atomic(f"{checkpoint_id}/{payload_name}", data)
+        # The payload goes straight to its name: until the manifest exists it is never read, and a
+        # torn payload fails its sha256. Only the manifest needs an atomic appearance.
+        self.fs.pipe_file(self._abs(f"{checkpoint_id}/{payload_name}"), data)
         manifest = Manifest(
             checkpoint_id=checkpoint_id, run_id=run_id, root_run_id=root_run_id, job=job,
             step_key=step_key, seq=seq, kind=kind, created_at=time.time(), code_version=code_version,
@@ -365,7 +368,8 @@ class CheckpointStore:
         ``verify`` also reads every payload and treats one failing its sha256 as torn (what
         ``predcheck checkpoints gc`` does); retention after a write trusts the manifests it wrote.
         """
-        committed = [m.seq for m in self.list(stream)]
+        manifests = {m.seq: m for m in self.list(stream)}
+        committed = list(manifests)
         good = [seq for seq in committed if not verify or self._verifies(f"{stream}/{CKPT_PREFIX}{seq:06d}")]
         corrupt = set(committed) - set(good)
         if not good:
@@ -374,8 +378,28 @@ class CheckpointStore:
         doomed = [seq for seq in self._entries(stream)
                   if seq < keep_from or seq in corrupt or (seq not in good and seq < good[-1])]
         for seq in doomed:
-            self.fs.rm(self._abs(f"{stream}/{CKPT_PREFIX}{seq:06d}"), recursive=True)
+            self._delete_entry(f"{stream}/{CKPT_PREFIX}{seq:06d}", manifests.get(seq))
         return len(doomed)
+
+    def _delete_entry(self, checkpoint_id: str, manifest: Manifest | None) -> None:
+        """Delete one ``ckpt-*`` entry: its files by name, then the folder where folders exist.
+
+        A committed entry's files are known from its manifest; only a torn one is listed. (Listing
+        or a recursive ``rm`` sizes every file on some backends, and ``memory://`` copies each
+        buffer to do it.)
+        """
+        entry = self._abs(checkpoint_id)
+        if manifest is not None:
+            files = [f"{entry}/{manifest.payload_name}", f"{entry}/{MANIFEST_NAME}"]
+        else:
+            try:
+                files = self.fs.ls(entry, detail=False)
+            except FileNotFoundError:
+                return
+        if files:
+            self.fs.rm(files)
+        if self.fs.isdir(entry):
+            self.fs.rmdir(entry)
 
     def _verifies(self, checkpoint_id: str) -> bool:
         try:
@@ -501,11 +525,6 @@ class CheckpointStore:
                     break
         return sorted(found)
 
-    def delete_stream(self, stream: str) -> None:
-        try:
-            self.fs.rm(self._abs(stream), recursive=True)
-        except FileNotFoundError:
-            pass
 
 
 class _Sha256:

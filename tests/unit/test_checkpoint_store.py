@@ -173,8 +173,9 @@ def test_streams_are_kept_apart(store):
     assert store.streams() == [f"{JOB}/{ROOT_RUN}/a", f"{JOB}/{ROOT_RUN}/b"]
     assert store.latest(f"{JOB}/{ROOT_RUN}/a")[1] == {"step": "a"}
     assert store.latest(f"{JOB}/{ROOT_RUN}/b")[1] == {"step": "b2"}
-    store.delete_stream(f"{JOB}/{ROOT_RUN}/a")
-    assert store.streams() == [f"{JOB}/{ROOT_RUN}/b"]
+    assert store.collect_garbage(f"{JOB}/{ROOT_RUN}/b", keep=1) == 1
+    assert [m.seq for m in store.list(f"{JOB}/{ROOT_RUN}/b")] == [2]
+    assert store.latest(f"{JOB}/{ROOT_RUN}/a")[1] == {"step": "a"}  # the other stream is untouched
 
 
 def test_streams_of_an_empty_root(store):
