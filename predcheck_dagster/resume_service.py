@@ -37,6 +37,8 @@ from predcheck_dagster.resume_plan import ResumePlan, StepResumePlan, executor_t
 RESUMED_FROM_TAG = "predcheck/resumed_from"
 RESUME_COUNT_TAG = "predcheck/resume_count"
 RESUMED_BY_TAG = "predcheck/resumed_by"
+RESUME_SKIPPED_TAG = "predcheck/resume_skipped"  # why a failed run will never be resumed
+RECONCILED_TAG = "predcheck/reconciled"  # its crashed steps are recorded
 MAX_RETRIES_TAG = "dagster/max_retries"
 RETRY_NUMBER_TAG = "dagster/retry_number"
 WILL_RETRY_TAG = "dagster/will_retry"
@@ -234,15 +236,18 @@ def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launche
     since = datetime.now(UTC) - lookback
     runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=since), limit=200)
     for run in runs:
-        report.reconciled += len(reconcile_run(instance, store, run))
-        if RESUMED_BY_TAG in run.tags:
-            continue
+        if RESUMED_BY_TAG in run.tags or RESUME_SKIPPED_TAG in run.tags:
+            continue  # decided on an earlier tick: each failed run costs a full look once
+        if RECONCILED_TAG not in run.tags:
+            report.reconciled += len(reconcile_run(instance, store, run))
+            instance.add_run_tags(run.run_id, {RECONCILED_TAG: "true"})
         if left_to_run_retries(instance, run):
             report.lines.append(f"{run.run_id[:8]}: left to Dagster's run-retries daemon ({MAX_RETRIES_TAG}); "
                                 "the re-executed step rebuilds its plan from the store")
             continue
         request, why = plan_resume(instance, store, checkpoints, run, predcheck)
-        if request is None:
+        if request is None:  # every reason plan_resume gives is final for this run
+            instance.add_run_tags(run.run_id, {RESUME_SKIPPED_TAG: why})
             report.lines.append(f"{run.run_id[:8]} ({run.job_name}): not resumed: {why}")
             continue
         if launcher is None:

@@ -29,11 +29,6 @@ def test_out_of_memory_step_resumes_with_a_smaller_batch(dagster_home, tmp_path,
         [failure] = [e for e in failed.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         assert failure.step_failure_data.error.cause.cls_name == "MemoryError"  # numpy's _ArrayMemoryError
 
-        late = pc.PredcheckResource(store_url=store_url, resume_deadline_s=0.0)
-        report = resume_tick(instance, late, ExecuteJobLauncher(recon))
-        assert not report.launched
-        assert "past the resume deadline" in report.message()
-
         predcheck = pc.PredcheckResource(store_url=store_url)
         report = resume_tick(instance, predcheck, ExecuteJobLauncher(recon))
         resumed = instance.get_run_by_id(report.launched[failed.run_id])
@@ -52,6 +47,25 @@ def test_out_of_memory_step_resumes_with_a_smaller_batch(dagster_home, tmp_path,
         assert metadata["batch_size"].value == 6 and metadata["rows"].value == 24
         rows_restored = predcheck.checkpoint_store().read(resumed.tags["predcheck/resumed_from"])[1]["rows_done"]
         assert rows_restored == 12  # the first batch was not redone
+
+
+def test_no_resume_past_the_deadline_and_the_decision_is_kept(dagster_home, tmp_path, location) -> None:
+    recon, _ = location
+    store_url = f"sqlite:///{tmp_path}/metrics.db"
+    run_config = {"ops": {"memory_hungry_transform": {"config": {"batch_size": 12}}},
+                  "resources": {"predcheck": {"config": {"store_url": store_url}}}}
+    with DagsterInstance.get() as instance:
+        failed = execute_job(recon.get_reconstructable_job("memory_job"), instance=instance, run_config=run_config)
+        late = pc.PredcheckResource(store_url=store_url, resume_deadline_s=0.0)
+        report = resume_tick(instance, late, ExecuteJobLauncher(recon))
+        assert not report.launched and report.reconciled == 0  # the hook recorded the MemoryError itself
+        assert "past the resume deadline" in report.message()
+        tags = instance.get_run_by_id(failed.run_id).tags
+        assert tags["predcheck/resume_skipped"].startswith("past the resume deadline: root run")
+        assert tags["predcheck/reconciled"] == "true"
+        # the decision is final: a later tick does not look at the run again, whatever its config
+        again = resume_tick(instance, pc.PredcheckResource(store_url=store_url), ExecuteJobLauncher(recon))
+        assert not again.launched and failed.run_id[:8] not in again.message()
 
 
 def test_canceled_runs_are_left_alone(dagster_home, tmp_path, location) -> None:
