@@ -17,7 +17,7 @@ import psutil
 from dagster import DagsterEventType, HookContext, failure_hook, success_hook
 
 from predcheck_dagster.profiler import peak_rss_bytes
-from predcheck_dagster.resource import ACTIVE_STEPS, STEP_IO_BYTES
+from predcheck_dagster.resource import ACTIVE_STEPS, FAILURE_HOOK_NAME, STEP_IO_BYTES, SUCCESS_HOOK_NAME
 
 ERROR_MESSAGE_CHARS = 2000
 
@@ -90,12 +90,12 @@ def record_attempt(context: HookContext, outcome: str) -> None:
         context.log.warning(f"predcheck: step {context.step_key!r} not recorded: {type(e).__name__}: {e}")
 
 
-@success_hook(name="predcheck_success_hook", required_resource_keys={"predcheck"})
+@success_hook(name=SUCCESS_HOOK_NAME, required_resource_keys={"predcheck"})
 def predcheck_success_hook(context: HookContext) -> None:
     record_attempt(context, "success")
 
 
-@failure_hook(name="predcheck_failure_hook", required_resource_keys={"predcheck"})
+@failure_hook(name=FAILURE_HOOK_NAME, required_resource_keys={"predcheck"})
 def predcheck_failure_hook(context: HookContext) -> None:
     record_attempt(context, "failure")
 

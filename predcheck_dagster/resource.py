@@ -29,6 +29,7 @@ DEFAULT_MODEL_NAME = "predcheck-forecaster"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
 DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
 
+SUCCESS_HOOK_NAME, FAILURE_HOOK_NAME = "predcheck_success_hook", "predcheck_failure_hook"
 # Steps of this process that hold a checkpointer, by (run_id, step_key): the hooks close them.
 ACTIVE_STEPS: dict[tuple[str, str], Checkpointer] = {}
 # Bytes read and written by the IO manager per (run_id, step_key), for the hooks' record.
@@ -157,8 +158,12 @@ class PredcheckResource(ConfigurableResource):
         if existing is not None:
             return existing
         metrics = self.metrics_store()
+        hooked = any(h.name == SUCCESS_HOOK_NAME for h in step.job_def.get_all_hooks_for_handle(step.node_handle))
+        if not hooked:  # nothing would stop a sampler thread at the end of the step
+            context.log.warning("predcheck: this step has no predcheck_hooks, so it is not profiled; add them "
+                                "with pc.instrument(defs) or job.with_hooks(pc.predcheck_hooks).")
         profiler = StepProfiler(identity.run_id, identity.step_key, sink=metrics.add_samples,
-                                interval_s=self.sample_interval_s)
+                                interval_s=self.sample_interval_s if hooked else 0.0)
         profiler.input_bytes = STEP_IO_BYTES.get(key, {}).get("input")  # inputs load before compute
         profiler.start()
         plan = self.resume_plan()
@@ -167,7 +172,8 @@ class PredcheckResource(ConfigurableResource):
         checkpointer = Checkpointer(identity, self.checkpoint_store(), metrics, profiler,
                                     settings=self.checkpoint_settings(),
                                     plan=plan.for_step(identity.step_key) if plan else None, log=context.log)
-        ACTIVE_STEPS[key] = checkpointer
+        if hooked:
+            ACTIVE_STEPS[key] = checkpointer
         return checkpointer
 
     def _plan_for_retry(self, context: Any) -> ResumePlan | None:

@@ -84,3 +84,17 @@ def test_malformed_config_is_refused_before_the_run_starts(instance) -> None:
     with pytest.raises(DagsterInvalidConfigError, match="risk_threshold"):
         _defs().get_job_def("counting_job").execute_in_process(
             instance=instance, run_config={"resources": {"predcheck": {"config": {"risk_threshold": "high"}}}})
+
+
+def test_a_step_without_the_hooks_is_not_profiled_and_is_told_why(instance) -> None:
+    import threading
+
+    from predcheck_dagster.resource import ACTIVE_STEPS
+
+    plain = Definitions(jobs=[counting_job], resources={"predcheck": pc.PredcheckResource()})
+    before = {t.name for t in threading.enumerate()}
+    result = plain.get_job_def("counting_job").execute_in_process(instance=instance)
+    assert result.success and result.output_for_node("counter") == 5
+    assert "this step has no predcheck_hooks, so it is not profiled" in _run_warnings(instance, result.run_id)
+    assert not any(name.startswith("predcheck-sampler") for name in {t.name for t in threading.enumerate()} - before)
+    assert (result.run_id, "counter") not in ACTIVE_STEPS
