@@ -30,6 +30,7 @@ from predcheck_dagster.resume_plan import StepResumePlan
 
 LOG = logging.getLogger("predcheck.checkpointer")
 _NEVER = float("inf")
+POLL_BACKOFF_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,6 @@ class Checkpointer:
                                  f"indexed in the metrics store: {e}")
         return manifest
 
-    @property
-    def seconds_since_checkpoint(self) -> float:
-        return time.monotonic() - self._last_checkpoint_t
-
     def _interval(self) -> float:
         s = self.settings
         if s.fixed_interval_s is not None:
@@ -191,9 +188,11 @@ class Checkpointer:
         try:
             request = self.metrics.pending_request(self.identity.run_id, self.identity.step_key)
         except Exception as e:  # noqa: BLE001 - an unreachable store must not fail the step
+            # Back off, so a store that times out does not stall the step at every poll.
+            self._next_poll = now + max(self.settings.poll_interval_s, POLL_BACKOFF_S)
             if not self._poll_warned:
                 self.log.warning(f"predcheck: cannot poll checkpoint requests ({e}); periodic "
-                                 "checkpoints continue.")
+                                 f"checkpoints continue; next poll in {POLL_BACKOFF_S:.0f} s.")
                 self._poll_warned = True
             return
         if request is not None:

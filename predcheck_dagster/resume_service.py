@@ -273,16 +273,5 @@ def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launche
     return report
 
 
-def wait_for_run(instance: DagsterInstance, run_id: str, timeout_s: float = 300.0) -> DagsterRun:
-    """Poll until ``run_id`` finishes; returns the run."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished:
-            return run
-        time.sleep(0.5)
-    raise TimeoutError(f"run {run_id!r} did not finish within {timeout_s:.0f} s")
-
-
 def launcher_for(predcheck: PredcheckResource) -> Launcher | None:
     return GraphQLLauncher(predcheck.webserver_url) if predcheck.webserver_url else None

@@ -11,9 +11,9 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, build_s
 
 import predcheck_dagster as pc
 from predcheck_dagster.errors import RelaunchError
-from predcheck_dagster.resume_service import GraphQLLauncher, ResumeRequest, resume_tick, wait_for_run
+from predcheck_dagster.resume_service import GraphQLLauncher, ResumeRequest, resume_tick
 
-from .webserver import graphql, running_webserver
+from .webserver import graphql, running_webserver, wait_for_run
 
 pytestmark = pytest.mark.slow
 

@@ -63,3 +63,14 @@ def stop_process_group(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def wait_for_run(instance, run_id: str, timeout_s: float = 300.0):
+    """Poll until ``run_id`` finishes; returns the run."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        time.sleep(0.5)
+    raise TimeoutError(f"run {run_id!r} did not finish within {timeout_s:.0f} s")
