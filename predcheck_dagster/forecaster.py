@@ -35,17 +35,11 @@ XGB_PARAMS = {"n_estimators": 150, "max_depth": 4, "learning_rate": 0.1, "subsam
 
 
 # ---- the pyfunc served from the registry ----------------------------------------------------------
-def _pyfunc_base() -> type:
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
 def make_pyfunc_class() -> type:
     """The pyfunc class; built on demand so importing this module does not import mlflow."""
-    base = _pyfunc_base()
+    import mlflow.pyfunc
 
-    class ForecasterPyfunc(base):  # type: ignore[misc, valid-type]
+    class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
         """Heavy work in ``load_context`` (boosters), a light ``predict``."""
 
         def load_context(self, context: Any) -> None:
