@@ -43,3 +43,14 @@ def test_instrument_snippet_runs_and_records_steps(dagster_home, instance) -> No
     for block in blocks[1:]:
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
     assert isinstance(namespace["defs"], Definitions)
+
+
+def test_configuration_reference_is_generated_from_the_current_config() -> None:
+    import subprocess
+    import sys
+
+    root = README.parent
+    generated = subprocess.run([sys.executable, str(root / "docs" / "gen_config_reference.py")], cwd=root,
+                               capture_output=True, text=True, check=True).stdout
+    assert generated == (root / "docs" / "configuration.md").read_text(), (
+        "docs/configuration.md is stale: run .venv/bin/python docs/gen_config_reference.py > docs/configuration.md")
