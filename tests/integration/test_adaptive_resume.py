@@ -18,14 +18,20 @@ def _step_logs(instance: DagsterInstance, run_id: str) -> str:
     return "\n".join(e.user_message for e in instance.all_logs(run_id))
 
 
+def _out_of_memory_run(recon, instance: DagsterInstance, store_url: str):
+    """A memory_job run at batch size 12: its first batch fits and is checkpointed, the second does not."""
+    run_config = {"ops": {"memory_hungry_transform": {"config": {"batch_size": 12}}},
+                  "resources": {"predcheck": {"config": {"store_url": store_url}}}}
+    failed = execute_job(recon.get_reconstructable_job("memory_job"), instance=instance, run_config=run_config)
+    assert not failed.success
+    return failed
+
+
 def test_out_of_memory_step_resumes_with_a_smaller_batch(dagster_home, tmp_path, location) -> None:
     recon, _ = location
     store_url = f"sqlite:///{tmp_path}/metrics.db"
-    run_config = {"ops": {"memory_hungry_transform": {"config": {"batch_size": 12}}},
-                  "resources": {"predcheck": {"config": {"store_url": store_url}}}}
     with DagsterInstance.get() as instance:
-        failed = execute_job(recon.get_reconstructable_job("memory_job"), instance=instance, run_config=run_config)
-        assert not failed.success
+        failed = _out_of_memory_run(recon, instance, store_url)
         [failure] = [e for e in failed.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         assert failure.step_failure_data.error.cause.cls_name == "MemoryError"  # numpy's _ArrayMemoryError
 
@@ -52,10 +58,8 @@ def test_out_of_memory_step_resumes_with_a_smaller_batch(dagster_home, tmp_path,
 def test_no_resume_past_the_deadline_and_the_decision_is_kept(dagster_home, tmp_path, location) -> None:
     recon, _ = location
     store_url = f"sqlite:///{tmp_path}/metrics.db"
-    run_config = {"ops": {"memory_hungry_transform": {"config": {"batch_size": 12}}},
-                  "resources": {"predcheck": {"config": {"store_url": store_url}}}}
     with DagsterInstance.get() as instance:
-        failed = execute_job(recon.get_reconstructable_job("memory_job"), instance=instance, run_config=run_config)
+        failed = _out_of_memory_run(recon, instance, store_url)
         late = pc.PredcheckResource(store_url=store_url, resume_deadline_s=0.0)
         report = resume_tick(instance, late, ExecuteJobLauncher(recon))
         assert not report.launched and report.reconciled == 0  # the hook recorded the MemoryError itself
