@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 
 import click
 
@@ -124,6 +125,35 @@ def train(store_url: str | None, tracking_uri: str | None, model_code: str) -> N
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps({"model_version": result.model_version, "promoted": result.promoted,
                            "reason": result.reason, "metrics": result.metrics}, indent=1))
+
+
+@main.command("import-history", help="Backfill the metrics store from the Dagster instance's event log "
+              "(step starts, successes, failures, retries), so a forecaster can train on day one.")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL (default: embedded SQLite).")
+@click.option("--since", type=click.DateTime(), help="Only runs created after this time (UTC).")
+def import_history_command(store_url: str | None, since) -> None:
+
+    from dagster import DagsterInstance
+
+    from predcheck_dagster.history_import import FINISHED, import_history
+    from predcheck_dagster.metrics_store import MetricsStore
+    from predcheck_dagster.resource import default_store_url
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise click.UsageError("DAGSTER_HOME is not set: point it at the instance whose history to import.")
+    since = since.replace(tzinfo=UTC) if since else None
+    store = MetricsStore(store_url or default_store_url())
+    with DagsterInstance.get() as instance:
+        from dagster import RunsFilter
+
+        total = instance.get_runs_count(RunsFilter(statuses=FINISHED, created_after=since))
+        try:
+            with click.progressbar(length=total, label="importing runs", file=sys.stderr) as bar:
+                report = import_history(instance, store, since, progress=bar.update)
+        except PredcheckError as e:
+            raise click.ClickException(str(e)) from e
+    click.echo(f"imported {report.attempts} step attempt(s) from {report.runs} run(s); "
+               f"{report.skipped} already recorded")
 
 
 @main.group(help="List, show and garbage-collect checkpoints.")

@@ -20,16 +20,17 @@ CRASH_ERRORS = frozenset({"ChildProcessCrashException"})
 DEADLINE_TAG = "predcheck/deadline_s"
 
 
-def _failure_errors(instance: DagsterInstance, run_id: str) -> dict[str, tuple[str, str]]:
-    """step_key -> (error class, message) of the newest STEP_FAILURE of each step."""
+def failure_errors(instance: DagsterInstance, run_id: str) -> dict[str, tuple[str, str]]:
+    """step_key -> (error class, message) of the newest STEP_FAILURE of each step: the user's
+    exception where Dagster wrapped one, else Dagster's own error (a crashed child process)."""
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE, limit=1000).records
     errors: dict[str, tuple[str, str]] = {}
     for record in records:
         event = record.event_log_entry.dagster_event
         data = event.step_failure_data if event else None
         if event and data and data.error:
-            cause = data.error.cause
-            errors[event.step_key] = (data.error.cls_name, (cause.message if cause else data.error.message)[:2000])
+            error = data.error.cause or data.error  # the user's exception, not Dagster's wrapper around it
+            errors[event.step_key] = (error.cls_name, error.message[:2000])
     return errors
 
 
@@ -43,7 +44,7 @@ def reconcile_run(instance: DagsterInstance, store: MetricsStore, run: DagsterRu
         if store.has_step_run(run.run_id, stats.step_key):
             continue
         if errors is None:
-            errors = _failure_errors(instance, run.run_id)
+            errors = failure_errors(instance, run.run_id)
         error_class, message = errors.get(stats.step_key, ("RunEnded", "the run ended while the step was in progress"))
         samples = store.samples(run.run_id, stats.step_key)
         last = samples[-1] if samples else {}
