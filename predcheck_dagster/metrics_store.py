@@ -149,6 +149,31 @@ resumes = sa.Table(
 )
 
 
+def _csv_field(value: Any) -> str:
+    """One CSV field for COPY: None is the unquoted empty field (NULL), strings are always quoted
+    (so an empty string stays one), numbers as Python writes them."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace('"', '""') + '"'
+
+
+def _copy_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Bulk insert through PostgreSQL's COPY (an order of magnitude above row inserts)."""
+    import io
+
+    columns = [c.name for c in table.columns if c.name != "id"]
+    buffer = io.StringIO("\n".join(",".join(_csv_field(row.get(c)) for c in columns) for row in rows) + "\n")
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+    finally:
+        cursor.close()
+
+
 def _migrate_to_1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
@@ -337,7 +362,12 @@ class MetricsStore:
 
     # ---- samples ------------------------------------------------------------------------------
     def add_samples(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
+        """Insert live samples in one statement (PostgreSQL: one ``COPY``)."""
+        if not rows:
+            return
+        if self.engine.dialect.name == "postgresql":
+            self._run(lambda c: _copy_rows(c, step_samples, rows))
+        else:
             self._run(lambda c: c.execute(step_samples.insert(), [dict(r) for r in rows]))
 
     def samples(self, run_id: str, step_key: str) -> list[dict[str, Any]]:

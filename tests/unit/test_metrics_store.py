@@ -235,6 +235,15 @@ def test_postgres_store():
         assert list(got) == [(run, "crunch")]
         assert [s["elapsed_s"] for s in got[(run, "crunch")]] == [12.0, 13.0, 14.0]
 
+        awkward = [{"run_id": run, "step_key": "copy", "ts": T0 + i, "elapsed_s": float(i), "cpu_s": None,
+                    "rss_bytes": 7_000_000_000, "read_bytes": None, "write_bytes": 0, "stage": stage,
+                    "work_units": None, "input_bytes": None}
+                   for i, stage in enumerate([None, "", 'a,"quoted" stage', "line\nbreak", "\\N"])]
+        store.add_samples(awkward)  # PostgreSQL: one COPY; NULLs, empty strings and CSV specials survive
+        back = store.samples(run, "copy")
+        assert [(s["stage"], s["cpu_s"], s["rss_bytes"], s["write_bytes"]) for s in back] == [
+            (a["stage"], None, 7_000_000_000, 0) for a in awkward]
+
         assert store.request_checkpoint(run, "crunch", {"failure_probability": 0.9})
         assert not store.request_checkpoint(run, "crunch", None)
         store.honor_request(store.pending_request(run, "crunch")["id"], f"{job}/{run}/crunch/ckpt-000001")
