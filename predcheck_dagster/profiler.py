@@ -66,6 +66,7 @@ class StepProfiler:
         self._rss_n = 0
         self.dropped_samples = 0
         self.sink_errors = 0
+        self.self_cpu_s = 0.0  # CPU the sampler thread itself used (its own cost, measured)
         self.stage_durations: dict[str, float] = {}
         self.current_stage: str | None = None
         self.work_units: float | None = None
@@ -171,11 +172,13 @@ class StepProfiler:
 
     def _loop(self) -> None:
         while True:
+            started = time.thread_time()
             try:
                 self._sample()
                 self._flush()
             except Exception as e:  # noqa: BLE001 - the profiler must never fail the step
                 self.sink_errors += 1
                 LOG.debug("predcheck sampler error: %s", e)
+            self.self_cpu_s += time.thread_time() - started
             if self._stop.wait(self.interval_s):
                 return
