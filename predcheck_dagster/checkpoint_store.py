@@ -399,7 +399,10 @@ class CheckpointStore:
         if files:
             self.fs.rm(files)
         if self.fs.isdir(entry):
-            self.fs.rmdir(entry)
+            try:
+                self.fs.rmdir(entry)
+            except OSError:  # something else was left in it (a stray temporary file): remove it all
+                self.fs.rm(entry, recursive=True)
 
     def _verifies(self, checkpoint_id: str) -> bool:
         try:

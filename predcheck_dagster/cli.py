@@ -132,8 +132,7 @@ def train(store_url: str | None, tracking_uri: str | None, model_code: str) -> N
 @click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL (default: embedded SQLite).")
 @click.option("--since", type=click.DateTime(), help="Only runs created after this time (UTC).")
 def import_history_command(store_url: str | None, since) -> None:
-
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, RunsFilter
 
     from predcheck_dagster.history_import import FINISHED, import_history
     from predcheck_dagster.metrics_store import MetricsStore
@@ -144,8 +143,6 @@ def import_history_command(store_url: str | None, since) -> None:
     since = since.replace(tzinfo=UTC) if since else None
     store = MetricsStore(store_url or default_store_url())
     with DagsterInstance.get() as instance:
-        from dagster import RunsFilter
-
         total = instance.get_runs_count(RunsFilter(statuses=FINISHED, created_after=since))
         try:
             with click.progressbar(length=total, label="importing runs", file=sys.stderr) as bar:

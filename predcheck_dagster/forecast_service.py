@@ -16,7 +16,7 @@ from dagster._core.execution.stats import StepEventStatus
 
 from predcheck_dagster import policy
 from predcheck_dagster.checkpoint_store import Prediction
-from predcheck_dagster.features import HISTORY_WINDOW, bottleneck_stages, feature_row
+from predcheck_dagster.features import HISTORY_WINDOW, SCORED_SAMPLES, bottleneck_stages, feature_row
 from predcheck_dagster.reconcile import DEADLINE_TAG
 from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
 
@@ -82,7 +82,7 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     store = predcheck.metrics_store()
     histories = store.step_histories({(run.job_name, s.step_key) for run, s in steps}
                                      | {(run.job_name, key) for run, key in queued}, HISTORY_WINDOW * 2)
-    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps])
+    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES)
     rows = [feature_row(histories[(run.job_name, s.step_key)], s.start_time, samples.get((run.run_id, s.step_key), []),
                         now - s.start_time) for run, s in steps]
     rows += [feature_row(histories[(run.job_name, key)], now, [], 0.0) for run, key in queued]
@@ -90,7 +90,7 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     report.served_by, report.model_version = scores.served_by, scores.model_version
     if scores.note:
         report.lines.append(scores.note)
-    checkpointed = store.checkpoint_summary(run.run_id for run, _ in steps)
+    last_checkpoint = store.last_checkpoint_times(run.run_id for run, _ in steps)
     decided_at = time.time()  # scoring can take a while (a cold model load): steps kept checkpointing
     costs: dict[tuple[str, str], float] = {}
     prediction_rows: list[dict[str, Any]] = []
@@ -98,11 +98,10 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     for i, (run, stats) in enumerate(steps):
         p, remaining = scores.failure_probability[i], _known(scores.predicted_remaining_s[i])
         key = (run.job_name, stats.step_key)
-        own = checkpointed.get((run.run_id, stats.step_key), {})
-        if key not in costs:
-            costs[key] = own.get("mean_write_s") or store.mean_checkpoint_cost(*key, DEFAULT_CHECKPOINT_COST_S)
+        if key not in costs:  # C: this step's recent checkpoints, whichever runs wrote them
+            costs[key] = store.mean_checkpoint_cost(*key, DEFAULT_CHECKPOINT_COST_S)
         cost = costs[key]
-        work_since = max(0.0, decided_at - (own.get("last_at") or stats.start_time))
+        work_since = max(0.0, decided_at - last_checkpoint.get((run.run_id, stats.step_key), stats.start_time))
         risky = p >= predcheck.risk_threshold
         request = risky and policy.should_request_checkpoint(p, work_since, cost, remaining)
         prediction = _prediction(run, stats, rows[i], p, remaining, histories[key],

@@ -468,19 +468,17 @@ class MetricsStore:
             q = q.where(checkpoints.c.root_run_id == root_run_id)
         return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
 
-    def checkpoint_summary(self, run_ids: Iterable[str]) -> dict[tuple[str, str], dict[str, float]]:
-        """Per (run_id, step_key) of these runs: the last checkpoint's time and the mean write cost
-        of that step's checkpoints in these runs, in one query."""
+    def last_checkpoint_times(self, run_ids: Iterable[str]) -> dict[tuple[str, str], float]:
+        """Per (run_id, step_key) of these runs: when its last checkpoint was written, in one query."""
         run_ids = list(set(run_ids))
         if not run_ids:
             return {}
         q = (sa.select(checkpoints.c.run_id, checkpoints.c.step_key,
-                       sa.func.max(checkpoints.c.created_at).label("last_at"),
-                       sa.func.avg(checkpoints.c.write_s).label("mean_write_s"))
+                       sa.func.max(checkpoints.c.created_at).label("last_at"))
              .where(checkpoints.c.run_id.in_(run_ids))
              .group_by(checkpoints.c.run_id, checkpoints.c.step_key))
         rows = self._run(lambda c: list(c.execute(q)), write=False)
-        return {(r.run_id, r.step_key): {"last_at": r.last_at, "mean_write_s": r.mean_write_s} for r in rows}
+        return {(r.run_id, r.step_key): r.last_at for r in rows}
 
     def mean_checkpoint_cost(self, job: str, step_key: str, default: float) -> float:
         """Mean measured write time (C) of this step's recent checkpoints, seconds."""

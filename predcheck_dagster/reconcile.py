@@ -48,7 +48,7 @@ def reconcile_run(instance: DagsterInstance, store: MetricsStore, run: DagsterRu
         error_class, message = errors.get(stats.step_key, ("RunEnded", "the run ended while the step was in progress"))
         samples = store.samples(run.run_id, stats.step_key)
         last = samples[-1] if samples else {}
-        started = stats.start_time or (samples[0]["ts"] if samples else run_start(instance, run))
+        started = stats.start_time or (samples[0]["ts"] if samples else run_start(instance, run.run_id))
         ended = stats.end_time or last.get("ts") or started
         deadline = _float(run.tags.get(DEADLINE_TAG))
         outcome = "timeout" if deadline and ended - started >= deadline else (
@@ -70,9 +70,12 @@ def reconcile_run(instance: DagsterInstance, store: MetricsStore, run: DagsterRu
     return written
 
 
-def run_start(instance: DagsterInstance, run: DagsterRun) -> float:
-    record = instance.get_run_record_by_id(run.run_id)
-    return (record.start_time if record and record.start_time else record.create_timestamp.timestamp())
+def run_start(instance: DagsterInstance, run_id: str) -> float | None:
+    """When the run started (when it was created, if it never started); None for an unknown run."""
+    record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        return None
+    return record.start_time or record.create_timestamp.timestamp()
 
 
 def _float(value: str | None) -> float | None:

@@ -30,7 +30,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from predcheck_dagster.checkpoint_store import CheckpointStore, Prediction
 from predcheck_dagster.errors import RelaunchError, WebserverUnreachableError
 from predcheck_dagster.metrics_store import MetricsStore
-from predcheck_dagster.reconcile import reconcile_run
+from predcheck_dagster.reconcile import reconcile_run, run_start
 from predcheck_dagster.resource import PredcheckResource
 from predcheck_dagster.resume_plan import ResumePlan, StepResumePlan, executor_tags, plan_adjustments
 
@@ -153,8 +153,7 @@ def plan_resume(instance: DagsterInstance, store: MetricsStore, checkpoints: Che
     if resume_count >= predcheck.max_resumes:
         return None, f"already resumed {resume_count} time(s) (max_resumes={predcheck.max_resumes})"
     root = run.root_run_id or run.run_id
-    root_record = instance.get_run_record_by_id(root)
-    root_started = (root_record.start_time or root_record.create_timestamp.timestamp()) if root_record else None
+    root_started = run_start(instance, root)
     if root_started is not None and (now or time.time()) - root_started > predcheck.resume_deadline_s:
         return None, (f"past the resume deadline: root run {root[:8]} started more than "
                       f"{predcheck.resume_deadline_s:.0f} s ago (resume_deadline_s)")
@@ -207,7 +206,8 @@ def plan_for_retry(instance: DagsterInstance, predcheck: PredcheckResource, run:
     if parent is None:
         return None
     store = predcheck.metrics_store()
-    reconcile_run(instance, store, parent)
+    if RECONCILED_TAG not in parent.tags:  # the resume sensor may not have looked at it yet
+        reconcile_run(instance, store, parent)
     return build_plan(instance, store, predcheck.checkpoint_store(), parent)
 
 

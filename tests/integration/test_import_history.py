@@ -52,7 +52,8 @@ def test_import_history_backfills_attempts_and_is_idempotent(dagster_home: Path,
     retried, failed = rows[("flaky_once", 1)], rows[("always_fails", 1)]
     assert (retried["outcome"], retried["error_class"]) == ("failure", "RetryRequested")
     assert rows[("flaky_once", 2)]["outcome"] == "success"
-    assert (failed["outcome"], failed["error_class"], failed["error_message"]) == ("failure", "ValueError", "ValueError: bad input\n")
+    assert (failed["outcome"], failed["error_class"], failed["error_message"]) == (
+        "failure", "ValueError", "ValueError: bad input\n")
     crashed = rows[("preemptible_crunch", 1)]
     assert crashed["outcome"] == "crashed" and crashed["error_class"] == "ChildProcessCrashException"
     assert rows[("prepare_input", 1)]["outcome"] == "success"
