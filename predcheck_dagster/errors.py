@@ -48,6 +48,10 @@ class TrainingDataError(PredcheckError, ValueError):
     """The step history cannot train a forecaster (too few rows, one class only, ...)."""
 
 
+class EvaluationInputError(PredcheckError, ValueError):
+    """Labels and probabilities cannot be scored or calibrated (lengths differ, values out of range, ...)."""
+
+
 class RelaunchError(PredcheckError, RuntimeError):
     """A re-execution could not be launched."""
 
