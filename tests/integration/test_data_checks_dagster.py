@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from dagster import (
+    AssetCheckKey,
     AssetCheckSeverity,
     AssetKey,
     Config,
@@ -177,3 +178,22 @@ def test_a_value_that_is_not_a_dataframe_fails_the_check_step_and_blocks(instanc
                 if e.event_type == DagsterEventType.STEP_FAILURE]
     assert len(messages) == len(CHECK_NAMES)
     assert all("step history asset 'step_history' gave a list, not a pandas DataFrame" in m for m in messages)
+
+
+def test_a_later_run_that_does_not_rematerialise_the_history_is_not_blocked(instance):
+    """Blocking is per run: the checks gate the steps of the run that also materialises the history."""
+    assets = [step_history, *build_step_history_checks(HISTORY), forecaster_candidates, champion_model]
+    bad = materialize(assets, instance=instance, raise_on_error=False,
+                      run_config={"ops": {"step_history": {"config": {"case": "negative_duration"}}}})
+    assert not bad.success and materialized(bad) == {"step_history"}
+    later = materialize(assets, instance=instance, selection=[forecaster_candidates])
+    assert later.success and materialized(later) == {"forecaster_candidates"}  # it read the bad history
+
+
+def test_checks_target_any_key_or_the_asset_itself():
+    prefixed = AssetKey(["predcheck", "history"])
+    for target, key in ((prefixed, prefixed), (["predcheck", "history"], prefixed), (step_history, HISTORY)):
+        checks = build_step_history_checks(target)
+        assert [c.check_key for c in checks] == [AssetCheckKey(key, name) for name in CHECK_NAMES]
+        assert all(c.check_specs_by_output_name["result"].blocking for c in checks)
+        assert all(set(c.keys_by_input_name.values()) == {key} for c in checks)  # the value is the check's input
