@@ -120,11 +120,7 @@ def validate_step_history(df: "pd.DataFrame", *, min_rows: int = DEFAULT_MIN_ROW
         ConfigError: an unknown check name or inconsistent bounds.
     """
     names = _selected(only)
-    if not 0.0 <= min_failure_rate <= max_failure_rate <= 1.0:
-        raise ConfigError(f"failure-rate bounds must satisfy 0 <= min <= max <= 1, got "
-                          f"min_failure_rate={min_failure_rate!r}, max_failure_rate={max_failure_rate!r}")
-    if min_rows < 1:
-        raise ConfigError(f"min_rows must be at least 1, got {min_rows!r}")
+    _check_bounds(min_rows, min_failure_rate, max_failure_rate)
     import great_expectations as gx
 
     data = _prepared(df)
@@ -161,12 +157,16 @@ def build_step_history_checks(asset_key: "str | Sequence[str] | AssetKey | Asset
             same run when a check fails; ``False`` only reports.
         min_rows, min_failure_rate, max_failure_rate: as in ``validate_step_history``.
 
+    Raises:
+        ConfigError: inconsistent bounds, when the checks are defined rather than when they run.
+
     Guarantees:
         - Every result has severity ERROR and metadata: ``expectation`` (text), ``observed`` (JSON),
           ``failing_rows``, ``examples`` (JSON), ``rows`` and ``great_expectations_version``.
         - A history that is not a DataFrame fails the check step with TrainingDataError, which
           blocks downstream assets too.
     """
+    _check_bounds(min_rows, min_failure_rate, max_failure_rate)
     if isinstance(asset_key, AssetsDefinition):
         key = asset_key.key
     else:
@@ -224,6 +224,14 @@ def _as_frame(history: Any, key: AssetKey) -> "pd.DataFrame":
             f"step history asset {key.to_user_string()!r} gave a {type(history).__name__}, not a pandas DataFrame: "
             "return a DataFrame from the asset, or pass history_loader= to build_step_history_checks")
     return history
+
+
+def _check_bounds(min_rows: int, min_failure_rate: float, max_failure_rate: float) -> None:
+    if not 0.0 <= min_failure_rate <= max_failure_rate <= 1.0:
+        raise ConfigError(f"failure-rate bounds must satisfy 0 <= min <= max <= 1, got "
+                          f"min_failure_rate={min_failure_rate!r}, max_failure_rate={max_failure_rate!r}")
+    if min_rows < 1:
+        raise ConfigError(f"min_rows must be at least 1, got {min_rows!r}")
 
 
 def _meta_key(group: str, text: str) -> str:

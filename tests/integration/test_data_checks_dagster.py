@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from predcheck_dagster.data_checks import CHECK_NAMES, build_step_history_checks
+from predcheck_dagster.errors import ConfigError
 
 HISTORY = AssetKey("step_history")
 DOWNSTREAM = ("forecaster_candidates", "champion_model")
@@ -197,3 +198,8 @@ def test_checks_target_any_key_or_the_asset_itself():
         assert [c.check_key for c in checks] == [AssetCheckKey(key, name) for name in CHECK_NAMES]
         assert all(c.check_specs_by_output_name["result"].blocking for c in checks)
         assert all(set(c.keys_by_input_name.values()) == {key} for c in checks)  # the value is the check's input
+
+
+def test_inconsistent_bounds_are_refused_when_the_checks_are_defined():
+    with pytest.raises(ConfigError, match=r"min_failure_rate=0\.6, max_failure_rate=0\.2"):
+        build_step_history_checks(HISTORY, min_failure_rate=0.6, max_failure_rate=0.2)
