@@ -60,6 +60,10 @@ class TraceFormatError(PredcheckError, ValueError):
         self.line = line
 
 
+class EvaluationInputError(PredcheckError, ValueError):
+    """Labels and probabilities cannot be scored or calibrated (lengths differ, values out of range, ...)."""
+
+
 class RelaunchError(PredcheckError, RuntimeError):
     """A re-execution could not be launched."""
 
