@@ -153,6 +153,46 @@ def import_history_command(store_url: str | None, since) -> None:
                f"{report.skipped} already recorded")
 
 
+@main.command("trace-eval", help="Train on a real trace before a split, score after it, next to the baselines.")
+@click.option("--format", "fmt", required=True, type=click.Choice(["google2011", "swf", "flowbench"]),
+              help="Trace format: Google 2011 job_events CSV parts, an SWF log, FlowBench zips.")
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(),
+              help="A trace file or a directory of them (repeatable).")
+@click.option("--split-at", required=True, help="A fraction of attempts by start (0.75) or a trace time "
+              "(1468800 seconds, 17d, 36h): train on what ended before it, score what started after it.")
+@click.option("--label", type=click.Choice(["fail", "overrun"]), default="fail", show_default=True,
+              help="What to predict.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False),
+              help="Results JSON; PR and calibration plots are written beside it.")
+@click.option("--model", "families", multiple=True, type=click.Choice(["xgboost", "lstm"]),
+              help="Model families to train (default: both).")
+@click.option("--skip-bad", is_flag=True, help="Skip (and count) malformed lines instead of stopping at the first.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def trace_eval_command(fmt: str, inputs: tuple[str, ...], split_at: str, label: str, output: str,
+                       families: tuple[str, ...], skip_bad: bool, no_progress: bool) -> None:
+    from predcheck_dagster.models import FAMILIES
+    from predcheck_dagster.trace_eval import Split, evaluate, table, write_outputs
+    from predcheck_dagster.traces import read_trace
+
+    try:
+        split = Split.parse(split_at)
+        t0 = time.perf_counter()
+        frame, report = read_trace(fmt, list(inputs), skip_bad=skip_bad, progress=not no_progress)
+        read_s = time.perf_counter() - t0
+        click.echo(f"read {report.summary()} in {read_s:.1f}s", err=True)
+        result = evaluate(frame, label, split, families or FAMILIES, log=lambda m: click.echo(m, err=True),
+                          progress=not no_progress)
+        result["timings"]["read_s"] = read_s
+        written = write_outputs(result, output, {
+            "format": fmt, "inputs": [os.path.abspath(p) for p in inputs], "split_at": split_at,
+            "read_report": {"files": report.files, "lines": report.lines, "attempts": report.attempts,
+                            "bad_lines_skipped": report.bad_lines_skipped, "dropped": report.dropped}})
+    except (PredcheckError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(table(result))
+    click.echo("wrote " + ", ".join(written))
+
+
 @main.group(help="List, show and garbage-collect checkpoints.")
 def checkpoints() -> None:
     pass
