@@ -25,6 +25,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 FAILED_OUTCOMES = frozenset({"failure", "crashed", "timeout"})
@@ -324,7 +325,7 @@ def live_sequence(samples: Sequence[Mapping[str, Any]], hist: Mapping[str, float
     return out
 
 
-def _usual(index: HistoryIndex, attempt: Mapping[str, Any]) -> dict[str, float]:
+def usual(index: HistoryIndex, attempt: Mapping[str, Any]) -> dict[str, float]:
     """The pipeline's usual work rate and input size (successful attempts of its window)."""
     p, _ = index._windows(attempt)
     ok = [h for h in p.attempts if h["outcome"] == "success"]
@@ -338,26 +339,29 @@ def row_from_index(index: HistoryIndex, attempt: Mapping[str, Any], samples: Seq
     """The model input of ``attempt`` at ``elapsed_s`` seconds after it started."""
     at = attempt["started_at"]
     hist = index.features(attempt, at)
-    usual = {**hist, **_usual(index, attempt)}
-    row = {**hist, **live_features(samples, elapsed_s, usual)}
+    known = {**hist, **usual(index, attempt)}
+    row = {**hist, **live_features(samples, elapsed_s, known)}
     for name, value in attempt.items():
         if name.startswith("x_"):
             row[name] = float(value) if value is not None else NAN
     if sequences:
         row.update(index.sequence(attempt, at))
-        row.update(live_sequence(samples, usual))
+        row.update(live_sequence(samples, known))
     return row
 
 
 def index_of(history: Iterable[Mapping[str, Any]], before: float,
              inflight: Iterable[Mapping[str, Any]] = ()) -> HistoryIndex:
-    """A HistoryIndex of the attempts that ended strictly before ``before`` (and those in flight)."""
+    """A HistoryIndex as of ``before``: attempts that ended strictly before it are history; those of
+    ``history`` that started by then but ended later, and ``inflight``, count as running."""
     index = HistoryIndex()
     events: list[tuple[float, int, int, Mapping[str, Any]]] = []
     for i, h in enumerate(history):
         if h["ended_at"] < before:
             events.append((h["started_at"], 0, i, h))
             events.append((h["ended_at"], 1, i, h))
+        elif h["started_at"] <= before:
+            events.append((h["started_at"], 0, i, h))
     for i, h in enumerate(inflight):
         if h["started_at"] <= before:
             events.append((h["started_at"], 0, -1 - i, h))
@@ -371,11 +375,12 @@ def feature_row(history: Sequence[Mapping[str, Any]], started_at: float, samples
                 inflight: Sequence[Mapping[str, Any]] = ()) -> dict[str, float]:
     """The live path: the row of an attempt that started at ``started_at`` given ``history``.
 
-    ``history`` holds ended attempts of the pipeline and its group (at least their windows and the
-    last hour); ``attempt`` names the scored attempt's pipeline and group (default: those of the
-    newest history entry, or a fresh pipeline); ``inflight`` are attempts running now, the scored
-    one included, for the burst counters.
+    ``history`` holds attempts (or metrics-store ``step_runs`` rows) of the pipeline and its group,
+    at least their windows and the last hour; ``attempt`` names the scored attempt's pipeline and
+    group (default: those of the newest history entry, or a fresh pipeline); ``inflight`` are
+    attempts running now, the scored one included, for the burst counters.
     """
+    history = [h if "pipeline" in h else step_attempt(h) for h in history]  # metrics-store rows too
     if attempt is None:
         last = history[-1] if history else {"pipeline": "?", "group": "?"}
         attempt = {"pipeline": last["pipeline"], "group": last["group"], "started_at": started_at}
@@ -384,34 +389,51 @@ def feature_row(history: Sequence[Mapping[str, Any]], started_at: float, samples
     return row_from_index(index_of(history, started_at, running), attempt, samples, elapsed_s)
 
 
-def history_rows(attempts: Sequence[Mapping[str, Any]], sequences: bool = True,
-                 progress: Any = None) -> list[dict[str, float]]:
+def history_rows(attempts: Sequence[Mapping[str, Any]], sequences: bool = True, progress: Any = None,
+                 sink: Any = None) -> list[dict[str, float]]:
     """The training path: each attempt's row at its start, from everything that ended before it.
 
     One sweep in time order (starts before ends at equal times, so an attempt that ended exactly
-    when another started is not history for it). Returns rows aligned with ``attempts``.
+    when another started is not history for it). Returns rows aligned with ``attempts``, or, with
+    ``sink(i, row)``, hands each row over instead of keeping it (large traces).
     """
     order = sorted(range(len(attempts)), key=lambda i: (attempts[i]["started_at"], i))
     ends: list[tuple[float, int]] = []
     index = HistoryIndex()
-    rows: list[dict[str, float] | None] = [None] * len(attempts)
+    rows: list[dict[str, float] | None] = [] if sink else [None] * len(attempts)
     for n, i in enumerate(order):
         a = attempts[i]
         while ends and ends[0][0] < a["started_at"]:
             _, j = heapq.heappop(ends)
             index.end(attempts[j])
         index.start(a)
-        rows[i] = row_from_index(index, a, (), 0.0, sequences)
+        row = row_from_index(index, a, (), 0.0, sequences)
+        if sink:
+            sink(i, row)
+        else:
+            rows[i] = row
         heapq.heappush(ends, (a["ended_at"], i))
         if progress is not None and n % 10_000 == 0:
             progress(n)
     return rows  # type: ignore[return-value]
 
 
+@dataclass
+class TrainingRows:
+    """Rows of Dagster step attempts and what happened to each attempt."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    failed: list[float] = field(default_factory=list)  # 1.0 = the attempt failed
+    overran: list[float] = field(default_factory=list)  # 1.0 / 0.0, NaN = cannot be told
+    started_at: list[float] = field(default_factory=list)
+    ended_at: list[float] = field(default_factory=list)
+    remaining_s: list[float] = field(default_factory=list)
+
+
 def training_rows(attempts: Sequence[Mapping[str, Any]],
                   samples_by_attempt: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
-                  points_per_attempt: int = 8) -> tuple[list[dict[str, float]], list[int], list[float], list[float]]:
-    """Dagster step attempts -> rows, labels (1 = failed), start times, remaining seconds.
+                  points_per_attempt: int = 8) -> TrainingRows:
+    """Dagster step attempts (``step_runs`` rows) -> model rows and their labels.
 
     Each finished attempt contributes a row at its start and at up to ``points_per_attempt`` of its
     samples, each built only from what was known at that moment.
@@ -420,7 +442,7 @@ def training_rows(attempts: Sequence[Mapping[str, Any]],
     order = sorted(range(len(attempts)), key=lambda i: (attempts[i]["started_at"], i))
     ends: list[tuple[float, int]] = []
     index = HistoryIndex()
-    rows, labels, times, remaining = [], [], [], []
+    out = TrainingRows()
     for i in order:
         a = attempts[i]
         while ends and ends[0][0] < a["started_at"]:
@@ -431,11 +453,14 @@ def training_rows(attempts: Sequence[Mapping[str, Any]],
         stride = max(1, math.ceil(len(samples) / points_per_attempt))
         moments = [(0, 0.0)] + [(k + 1, samples[k]["elapsed_s"]) for k in range(0, len(samples), stride)]
         for n_seen, elapsed in moments:
-            rows.append(row_from_index(index, a, samples[:n_seen], elapsed))
-            labels.append(int(is_failed(a["outcome"])))
-            times.append(a["started_at"])
-            remaining.append(max(0.0, a["duration_s"] - elapsed))
-    return rows, labels, times, remaining
+            row = row_from_index(index, a, samples[:n_seen], elapsed)
+            out.rows.append(row)
+            out.failed.append(float(is_failed(a["outcome"])))
+            out.overran.append(overran(a, row["hist_duration_p50"]))
+            out.started_at.append(a["started_at"])
+            out.ended_at.append(a["ended_at"])
+            out.remaining_s.append(max(0.0, a["duration_s"] - elapsed))
+    return out
 
 
 def step_attempt(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,15 +14,20 @@ from typing import Any
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.execution.stats import StepEventStatus
 
-from predcheck_dagster import policy
+from predcheck_dagster import features, policy
 from predcheck_dagster.checkpoint_store import Prediction
-from predcheck_dagster.features import HISTORY_WINDOW, SCORED_SAMPLES, bottleneck_stages, feature_row
+from predcheck_dagster.features import SCORED_SAMPLES, bottleneck_stages
 from predcheck_dagster.reconcile import DEADLINE_TAG
 from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
 
 TAG = "predcheck/"
 MAX_RUNS_PER_TICK = 500
 DEFAULT_CHECKPOINT_COST_S = 0.05
+# History features of an attempt are fixed when it starts (only attempts that ended before count):
+# computed once per attempt and kept across ticks, bounded.
+HISTORY_CACHE_SIZE = 20_000
+FEATURE_SET = frozenset(features.FEATURE_NAMES)  # recorded with each prediction (not the sequences)
+_HISTORY_CACHE: dict[tuple[str, str, float], dict[str, float]] = {}
 
 
 @dataclass
@@ -80,12 +85,17 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         report.duration_s = time.perf_counter() - t0
         return report
     store = predcheck.metrics_store()
-    histories = store.step_histories({(run.job_name, s.step_key) for run, s in steps}
-                                     | {(run.job_name, key) for run, key in queued}, HISTORY_WINDOW * 2)
+    keys = {(run.job_name, s.step_key) for run, s in steps} | {(run.job_name, key) for run, key in queued}
+    histories = store.step_histories(keys, features.PIPELINE_WINDOW)
     samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES)
-    rows = [feature_row(histories[(run.job_name, s.step_key)], s.start_time, samples.get((run.run_id, s.step_key), []),
-                        now - s.start_time) for run, s in steps]
-    rows += [feature_row(histories[(run.job_name, key)], now, [], 0.0) for run, key in queued]
+    scored = [(run, s.step_key, s.start_time) for run, s in steps] + [(run, key, now) for run, key in queued]
+    history_rows = history_features(store, scored, histories)
+    rows = [{**history_rows[i], **features.live_features(samples.get((run.run_id, s.step_key), []),
+                                                          now - s.start_time, history_rows[i]),
+             **features.live_sequence(samples.get((run.run_id, s.step_key), []), history_rows[i])}
+            for i, (run, s) in enumerate(steps)]
+    rows += [{**history_rows[j], **features.live_features([], 0.0, history_rows[j]),
+              **features.live_sequence([], history_rows[j])} for j in range(len(steps), len(scored))]
     scores = score(rows, predcheck.tracking_uri or default_tracking_uri(), predcheck.model_uri)
     report.served_by, report.model_version = scores.served_by, scores.model_version
     if scores.note:
@@ -147,6 +157,35 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     return report
 
 
+def history_features(store: Any, scored: list[tuple[Any, str, float]],
+                     histories: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, float]]:
+    """History, group, calendar and sequence features of each (run, step, start), cached per attempt.
+
+    The same ``HistoryIndex`` the trainer sweeps, built from the store's windows: the step's last
+    attempts, its job's last attempts and those of the last hour, every failure of the last hour,
+    and the attempts in flight now.
+    """
+    missing = [(run, key, start) for run, key, start in scored if (run.run_id, key, start) not in _HISTORY_CACHE]
+    if missing:
+        earliest = min(start for _, _, start in missing) - features.RECENT_S
+        jobs = store.job_histories({run.job_name for run, _, _ in missing}, features.GROUP_WINDOW, earliest)
+        failures = store.failures_since(earliest)
+        inflight = [{"pipeline": f"{run.job_name}:{key}", "group": run.job_name, "started_at": start}
+                    for run, key, start in scored]
+        for run, key, start in missing:
+            known = {r["id"]: r for r in [*histories.get((run.job_name, key), []), *jobs, *failures]}
+            history = [features.step_attempt(r) for r in sorted(known.values(), key=lambda r: (r["ended_at"], r["id"]))]
+            attempt = {"pipeline": f"{run.job_name}:{key}", "group": run.job_name, "started_at": start}
+            index = features.index_of(history, start, [a for a in inflight if a["started_at"] <= start])
+            row = index.features(attempt, start)
+            row.update(features.usual(index, attempt))
+            row.update(index.sequence(attempt, start))
+            if len(_HISTORY_CACHE) >= HISTORY_CACHE_SIZE:
+                _HISTORY_CACHE.pop(next(iter(_HISTORY_CACHE)))
+            _HISTORY_CACHE[(run.run_id, key, start)] = row
+    return [_HISTORY_CACHE[(run.run_id, key, start)] for run, key, start in scored]
+
+
 def _known(value: float) -> float | None:
     return None if value != value else value
 
@@ -157,7 +196,7 @@ def _prediction_row(now: float, run: Any, step_key: str, scores: Any, p: float, 
             "served_by": scores.served_by, "model_uri": scores.model_uri, "model_version": scores.model_version,
             "failure_probability": p, "predicted_remaining_s": remaining, "elapsed_s": elapsed,
             "decision": decision, "reason": reason,
-            "features": {k: (None if v != v else v) for k, v in features.items()}}
+            "features": {k: (None if v != v else v) for k, v in features.items() if k in FEATURE_SET}}
 
 
 def _prediction(run: Any, stats: Any, row: dict[str, float], p: float, remaining: float | None,

@@ -338,6 +338,37 @@ class MetricsStore:
         rows = self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
         return rows[::-1]
 
+    def job_histories(self, jobs: Iterable[str], per_job: int, since: float) -> list[dict[str, Any]]:
+        """Attempts of ``jobs``: the newest ``per_job`` of each, and every one that ended after ``since``."""
+        jobs = sorted(set(jobs))
+        if not jobs:
+            return []
+        ranked = (
+            sa.select(step_runs, sa.func.row_number().over(
+                partition_by=step_runs.c.job,
+                order_by=(step_runs.c.ended_at.desc(), step_runs.c.id.desc())).label("rn"))
+            .where(step_runs.c.job.in_(jobs))
+            .subquery()
+        )
+        q = (sa.select(ranked).where(sa.or_(ranked.c.rn <= per_job, ranked.c.ended_at >= since))
+             .order_by(ranked.c.ended_at, ranked.c.id))
+        rows = self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+        for row in rows:
+            row.pop("rn")
+        return rows
+
+    def failures_since(self, since: float) -> list[dict[str, Any]]:
+        """Failed attempts (any job) that ended at or after ``since``, oldest first."""
+        q = (sa.select(step_runs).where(step_runs.c.ended_at >= since,
+                                        step_runs.c.outcome.in_(("failure", "crashed", "timeout")))
+             .order_by(step_runs.c.ended_at, step_runs.c.id))
+        return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+
+    def count_finished_attempts(self) -> int:
+        """How many step attempts have an outcome (the retrain sensor's measure of new history)."""
+        q = sa.select(sa.func.count()).select_from(step_runs).where(step_runs.c.outcome.in_(OUTCOMES))
+        return int(self._run(lambda c: c.execute(q).scalar_one(), write=False))
+
     def step_histories(self, keys: Iterable[tuple[str, str]], per_step: int
                        ) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """The newest ``per_step`` attempts of each (job, step_key), oldest first, in one query."""

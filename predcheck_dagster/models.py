@@ -4,8 +4,9 @@ Both read the same model input (``features.MODEL_INPUT_NAMES`` plus any static `
 a pandas DataFrame with NaN for unknown) and return the same columns:
 
     ``<target>_probability`` for each binary target trained (``failure``, ``overrun``), calibrated
-    by isotonic regression on the newest part of the training period; ``remaining_s_p50`` and
-    ``remaining_s_p90`` (quantiles of the remaining seconds) when a remaining time was given.
+    on the newest part of the training period (isotonic regression, Platt scaling on small sets);
+    ``remaining_s_p50`` and ``remaining_s_p90`` (quantiles of the remaining seconds) when a
+    remaining time was given.
 
 Training holds out the newest ``VALIDATION_FRACTION`` of the training period (by start time, and
 only rows that ended before it): it picks the number of trees / epochs (early stopping) and fits
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from predcheck_dagster.evaluation import IsotonicCalibrator
+from predcheck_dagster.evaluation import Calibrator, IsotonicCalibrator, PlattCalibrator, calibrator_from_dict
 from predcheck_dagster.features import (
     FEATURE_NAMES,
     LIVE_SEQ_FIELDS,
@@ -42,6 +43,7 @@ FAMILIES = ("xgboost", "lstm")
 TARGETS = ("failure", "overrun")
 QUANTILES = (0.5, 0.9)
 VALIDATION_FRACTION = 0.2
+ISOTONIC_MIN_CLASS = 50  # fewer positives or negatives than this in validation: Platt scaling
 XGB_PARAMS = {"max_depth": 4, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.8,
               "min_child_weight": 5.0, "tree_method": "hist", "nthread": 2}
 XGB_MAX_TREES = 1500
@@ -55,23 +57,28 @@ Progress = Callable[[str], None]
 
 
 # ---- calibration ----------------------------------------------------------------------------------
-def _calibration(scores: np.ndarray, labels: np.ndarray) -> IsotonicCalibrator | None:
-    """Isotonic calibration fitted on held-out rows; None (identity) when they hold one class only."""
-    if len(scores) == 0 or len(np.unique(labels)) < 2:
+def _calibration(scores: np.ndarray, labels: np.ndarray) -> Calibrator | None:
+    """A calibration fitted on held-out rows: isotonic with enough of both classes, Platt below that
+    (isotonic regression overfits small sets: Niculescu-Mizil & Caruana, ICML 2005); None (identity)
+    when the rows hold one class only."""
+    positives = int(np.sum(labels))
+    if len(scores) == 0 or not 0 < positives < len(labels):
         return None
-    return IsotonicCalibrator().fit(scores, labels)
+    if min(positives, len(labels) - positives) >= ISOTONIC_MIN_CLASS:
+        return IsotonicCalibrator().fit(scores, labels)
+    return PlattCalibrator().fit(scores, labels)
 
 
-def _calibrated(calibration: IsotonicCalibrator | None, scores: np.ndarray) -> np.ndarray:
+def _calibrated(calibration: Calibrator | None, scores: np.ndarray) -> np.ndarray:
     return np.clip(scores, 0.0, 1.0) if calibration is None else calibration.transform(np.clip(scores, 0.0, 1.0))
 
 
-def _calibrations_to_json(calibrations: Mapping[str, IsotonicCalibrator | None]) -> dict[str, Any]:
+def _calibrations_to_json(calibrations: Mapping[str, Calibrator | None]) -> dict[str, Any]:
     return {t: (c.to_dict() if c is not None else None) for t, c in calibrations.items()}
 
 
-def _calibrations_from_json(payload: Mapping[str, Any]) -> dict[str, IsotonicCalibrator | None]:
-    return {t: (IsotonicCalibrator.from_dict(c) if c is not None else None) for t, c in payload.items()}
+def _calibrations_from_json(payload: Mapping[str, Any]) -> dict[str, Calibrator | None]:
+    return {t: (calibrator_from_dict(c) if c is not None else None) for t, c in payload.items()}
 
 
 def _split_validation(times: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +140,7 @@ class XGBoostForecaster(Forecaster):
     family = "xgboost"
 
     def __init__(self, spec: dict[str, Any], boosters: dict[str, Any],
-                 calibrations: dict[str, IsotonicCalibrator | None]):
+                 calibrations: dict[str, Calibrator | None]):
         self.spec, self.boosters, self.calibrations = spec, boosters, calibrations
 
     @classmethod
@@ -270,7 +277,7 @@ class LSTMForecaster(Forecaster):
 
     family = "lstm"
 
-    def __init__(self, spec: dict[str, Any], network: Any, calibrations: dict[str, IsotonicCalibrator | None]):
+    def __init__(self, spec: dict[str, Any], network: Any, calibrations: dict[str, Calibrator | None]):
         self.spec, self.network, self.calibrations = spec, network, calibrations
         self._norm = {k: np.asarray(v) for k, v in spec["normalisation"].items()}
 

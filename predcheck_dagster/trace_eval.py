@@ -80,10 +80,22 @@ def attempts_of(frame: Any) -> list[dict[str, Any]]:
 
 
 def build_rows(attempts: Sequence[dict[str, Any]], progress: Callable[[int], None] | None = None) -> Any:
-    """The model input of every attempt at its start, as a DataFrame aligned with ``attempts``."""
+    """The model input of every attempt at its start, as a float32 DataFrame aligned with ``attempts``.
+
+    Rows go straight into one preallocated array (a dict per row for 670k Google jobs would take
+    gigabytes).
+    """
     import pandas as pd
 
-    return pd.DataFrame.from_records(features.history_rows(attempts, progress=progress))
+    statics = sorted({k for a in attempts[:1] for k in a if k.startswith("x_")})
+    names = [*features.MODEL_INPUT_NAMES, *statics]
+    matrix = np.full((len(attempts), len(names)), np.nan, dtype=np.float32)
+
+    def sink(i: int, row: dict[str, float]) -> None:
+        matrix[i] = [row.get(name, np.nan) for name in names]
+
+    features.history_rows(attempts, progress=progress, sink=sink)
+    return pd.DataFrame(matrix, columns=names, copy=False)
 
 
 def labels_of(label: str, attempts: Sequence[dict[str, Any]], rows: Any) -> np.ndarray:
