@@ -334,6 +334,8 @@ class Scores:
 
 _MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
+_RESOLVED: dict[tuple[str, str], tuple[str, str, float]] = {}  # (tracking, uri) -> (name, version, until)
+ALIAS_TTL_S = 30.0
 
 
 def _resolve_version(client: Any, model_uri: str) -> tuple[str, str]:
@@ -348,11 +350,21 @@ def _resolve_version(client: Any, model_uri: str) -> tuple[str, str]:
     return name, version
 
 
-def _cached_model(client: Any, tracking_uri: str, model_uri: str) -> tuple[Any, str]:
-    """The model ``model_uri`` resolves to now, loaded once per process per version."""
+def _cached_model(tracking_uri: str, model_uri: str) -> tuple[Any, str]:
+    """The model ``model_uri`` resolves to, loaded once per process per version.
+
+    An alias is resolved again at most every ``ALIAS_TTL_S`` seconds: a newly promoted champion
+    is served within that time, and a tick does not pay a registry round trip.
+    """
     import mlflow
 
-    name, version = _resolve_version(client, model_uri)
+    now = time.monotonic()
+    resolved = _RESOLVED.get((tracking_uri, model_uri))
+    if resolved is None or resolved[2] < now:
+        name, version = _resolve_version(_connect(tracking_uri), model_uri)
+        _RESOLVED[(tracking_uri, model_uri)] = (name, version, now + ALIAS_TTL_S)
+    else:
+        name, version = resolved[0], resolved[1]
     key = (tracking_uri, name, version)
     with _CACHE_LOCK:
         model = _MODEL_CACHE.get(key)
@@ -362,10 +374,20 @@ def _cached_model(client: Any, tracking_uri: str, model_uri: str) -> tuple[Any, 
     return model, version
 
 
+def _predict(model: Any, frame: Any) -> Any:
+    """The served columns for ``frame``: straight through our pyfunc (the frame is built here, with
+    exactly the model's columns, so MLflow's per-call schema enforcement is skipped), else the
+    generic pyfunc ``predict``."""
+    inner = getattr(model, "unwrap_python_model", lambda: None)()
+    if inner is not None and hasattr(inner, "forecaster"):
+        return forecast_frame(inner.forecaster, frame)
+    return model.predict(frame)
+
+
 def warm_model(tracking_uri: str, model_uri: str) -> str | None:
     """Load the model into this process's cache ahead of the first tick; its version or None."""
     try:
-        return _cached_model(_connect(tracking_uri), tracking_uri, model_uri)[1]
+        return _cached_model(tracking_uri, model_uri)[1]
     except Exception as e:  # noqa: BLE001 - warming is best effort; the tick reports the real error
         LOG.warning("predcheck: could not warm %r: %s", model_uri, e)
         return None
@@ -378,9 +400,11 @@ def score(rows: Sequence[Mapping[str, float]], tracking_uri: str, model_uri: str
     try:
         import pandas as pd
 
-        model, version = _cached_model(_connect(tracking_uri), tracking_uri, model_uri)
-        frame = pd.DataFrame.from_records(list(rows)).reindex(columns=list(MODEL_INPUT_NAMES))
-        out = model.predict(frame)
+        model, version = _cached_model(tracking_uri, model_uri)
+        nan = math.nan
+        frame = pd.DataFrame([[row.get(name, nan) for name in MODEL_INPUT_NAMES] for row in rows],
+                             columns=list(MODEL_INPUT_NAMES), dtype="float32")
+        out = _predict(model, frame)
         column = lambda name: [float(v) for v in out[name]] if name in out else []  # noqa: E731
         return Scores(column("failure_probability"), column("predicted_remaining_s"), "model", model_uri, version,
                       overrun_probability=column("overrun_probability"), remaining_s_p90=column("remaining_s_p90"))

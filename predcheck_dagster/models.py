@@ -183,16 +183,16 @@ class XGBoostForecaster(Forecaster):
         return cls(spec, boosters, calibrations)
 
     def predict(self, frame: Any) -> Any:
-        import xgboost as xgb
-
         names = self.spec["input_names"]
         x = frame.reindex(columns=names).to_numpy(dtype=np.float32)
-        matrix = xgb.DMatrix(x, feature_names=names, missing=np.nan)
-        probabilities = {t: _calibrated(self.calibrations[t], self.boosters[t].predict(matrix))
+        if not len(x):
+            return _output_frame({t: np.zeros(0) for t in self.spec["targets"]}, None, 0)
+        # in place: no DMatrix copy (NaN is "missing" by default)
+        probabilities = {t: _calibrated(self.calibrations[t], self.boosters[t].inplace_predict(x))
                          for t in self.spec["targets"]}
         quantiles = None
         if "remaining" in self.boosters:
-            quantiles = np.expm1(np.clip(self.boosters["remaining"].predict(matrix).reshape(len(x), -1), 0, 20))
+            quantiles = np.expm1(np.clip(self.boosters["remaining"].inplace_predict(x).reshape(len(x), -1), 0, 20))
         return _output_frame(probabilities, quantiles, len(x))
 
     def save(self, directory: str) -> dict[str, str]:
