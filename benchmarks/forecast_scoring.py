@@ -63,7 +63,8 @@ def _tick(store, scored, tracking_uri: str, model_uri: str) -> tuple[float, str]
     from predcheck_dagster.forecaster import score
 
     t0 = time.perf_counter()
-    histories = store.step_histories({(run.job_name, key) for run, key, _ in scored}, features.PIPELINE_WINDOW)
+    histories = store.step_histories({(run.job_name, key) for run, key, _ in scored},
+                                     2 * features.PIPELINE_WINDOW)
     samples = store.recent_samples([(run.run_id, key) for run, key, _ in scored], per_step=features.SCORED_SAMPLES)
     hist = history_features(store, scored, histories)
     rows = []

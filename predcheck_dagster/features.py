@@ -13,7 +13,9 @@ Guarantees:
     - History features use only attempts that *ended* strictly before the scored attempt started.
     - Every history feature reads a bounded window (the last ``PIPELINE_WINDOW`` attempts of the
       pipeline, the last ``GROUP_WINDOW`` of the group, the last hour), so live scoring from a
-      store query of those windows gives exactly the row the training sweep built.
+      store query of those windows gives exactly the row the training sweep built. (Whether a past
+      attempt overran without a requested time is judged against the median before it: give the
+      live path twice the pipeline window.)
     - ``HistoryIndex`` is the one code path: ``history_rows`` (training, a sweep over attempts in
       time order) and ``feature_row`` (the sensor) both feed it and read ``HistoryIndex.features``.
 """
@@ -106,10 +108,12 @@ def overran(attempt: Mapping[str, Any], median_success_s: float = NAN) -> float:
 class _Window:
     """The newest ``size`` ended attempts of one pipeline or group, plus the last-hour counters."""
 
-    __slots__ = ("attempts", "failure_ends", "starts", "inflight")
+    __slots__ = ("attempts", "overran", "failure_ends", "starts", "inflight")
 
     def __init__(self, size: int) -> None:
         self.attempts: deque[Mapping[str, Any]] = deque(maxlen=size)
+        # did each of them overrun, judged when it ended (requested time, else 1.5 x the median then)
+        self.overran: deque[float] = deque(maxlen=size)
         self.failure_ends: deque[float] = deque()
         self.starts: deque[float] = deque()
         self.inflight = 0
@@ -152,6 +156,8 @@ class HistoryIndex:
         p, g = self._windows(attempt)
         if started:
             p.inflight = max(0, p.inflight - 1)
+        p.overran.append(overran(attempt, quantile([h["duration_s"] for h in p.attempts
+                                                    if h["outcome"] == "success"], 0.5)))
         p.attempts.append(attempt)
         g.attempts.append(attempt)
         if is_failed(attempt["outcome"]):
@@ -178,7 +184,7 @@ class HistoryIndex:
         p50 = quantile(durations, 0.5)
         rss = [h["peak_rss_bytes"] for h in ok if h.get("peak_rss_bytes")]
         rss_p50 = quantile(rss, 0.5)
-        over_all = [overran(h) for h in past]
+        over_all = list(p.overran)
         over = [o for o in over_all if o == o]
         requested = attempt.get("requested_s")
         requested = requested if requested is not None and requested == requested and requested > 0 else None
@@ -246,8 +252,7 @@ class HistoryIndex:
         """The pipeline's last ``SEQ_LEN`` attempts, newest first, as ``seq{i}_{field}`` (NaN = none)."""
         p, _ = self._windows(attempt)
         past = list(p.attempts)[-SEQ_LEN:][::-1]
-        durations = [h["duration_s"] for h in p.attempts if h["outcome"] == "success"]
-        p50 = quantile(durations, 0.5)
+        flags = list(p.overran)[-SEQ_LEN:][::-1]
         out: dict[str, float] = {}
         for i in range(SEQ_LEN):
             h = past[i] if i < len(past) else None
@@ -255,7 +260,7 @@ class HistoryIndex:
             out[f"seq{i}_canceled"] = float(h["outcome"] == "canceled") if h else NAN
             out[f"seq{i}_log_duration"] = math.log1p(h["duration_s"]) if h else NAN
             out[f"seq{i}_log_age"] = _log1p_age(at, h["ended_at"]) if h else NAN
-            out[f"seq{i}_overran"] = overran(h, p50) if h else NAN
+            out[f"seq{i}_overran"] = flags[i] if h else NAN
         return out
 
 

@@ -86,7 +86,7 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         return report
     store = predcheck.metrics_store()
     keys = {(run.job_name, s.step_key) for run, s in steps} | {(run.job_name, key) for run, key in queued}
-    histories = store.step_histories(keys, features.PIPELINE_WINDOW)
+    histories = store.step_histories(keys, 2 * features.PIPELINE_WINDOW)
     samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES)
     scored = [(run, s.step_key, s.start_time) for run, s in steps] + [(run, key, now) for run, key in queued]
     history_rows = history_features(store, scored, histories)

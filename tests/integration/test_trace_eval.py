@@ -14,7 +14,6 @@ from predcheck_dagster.cli import main
 from predcheck_dagster.trace_eval import Split
 
 
-
 def write_swf(path: Path, n: int = 1500, seed: int = 0, bad_line: int | None = None) -> Path:
     """Users with habits: some keep hitting their requested time, some keep failing."""
     rng = random.Random(seed)

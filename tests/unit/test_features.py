@@ -168,6 +168,11 @@ def test_overrun_with_and_without_a_requested_time():
     assert row["hist_overrun_rate"] == pytest.approx(2 / 3) and row["last_overran"] == 1.0
     assert row["tsafrir_ratio"] == pytest.approx((60 + 59.5) / 2 / 60)
     assert row["group_same_request_n"] == 3.0 and row["group_same_request_overrun_rate"] == pytest.approx(2 / 3)
+    # without a requested time, each past attempt is judged against the median success before it
+    plain = [attempt(f"q{i}", T0 + i * 100, T0 + i * 100 + d) for i, d in enumerate([10, 10, 10, 20, 12])]
+    row = feature_row(by_end(plain), T0 + 1000, [], 0.0)
+    assert row["seq1_overran"] == 1.0 and row["seq0_overran"] == 0.0 and math.isnan(row["seq4_overran"])
+    assert row["hist_overrun_rate"] == pytest.approx(1 / 4) and row["last_overran"] == 0.0
 
 
 def test_sequence_of_past_attempts_newest_first():
@@ -291,7 +296,7 @@ def test_training_row_equals_the_row_the_sensor_scores(sqlite_url):
 
     def sensor_row(elapsed_s: float) -> dict[str, float]:
         forecast_service._HISTORY_CACHE.clear()
-        histories = store.step_histories([("etl", "crunch")], features.PIPELINE_WINDOW)
+        histories = store.step_histories([("etl", "crunch")], 2 * features.PIPELINE_WINDOW)
         (hist,) = forecast_service.history_features(store, [(run, "crunch", live_start)], histories)
         recent = store.recent_samples([("live", "crunch")]).get(("live", "crunch"), [])
         return {**hist, **live_features(recent, elapsed_s, hist), **features.live_sequence(recent, hist)}
@@ -316,7 +321,7 @@ def test_training_row_equals_the_row_the_sensor_scores(sqlite_url):
     assert moments == [0, 1, 5, 9, 13, 17, 21, 25, 29]
     for (row, label), n_seen in zip(live_rows, moments, strict=True):
         expected = {k: v for k, v in scored[n_seen].items() if not k.startswith("_")}
-        diff = {k: (row[k], expected[k]) for k in row if not (row[k] == expected[k] or (row[k] != row[k] and expected[k] != expected[k]))}
+        diff = {k: (row[k], expected.get(k)) for k in row if not same({k: row[k]}, {k: expected.get(k, -1.0)})}
         assert same(row, expected), f"moment {n_seen}: {diff}"
         assert label == 1.0
         assert row["hist_n"] == 8.0  # the overlapping attempt is in neither row
