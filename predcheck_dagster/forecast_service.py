@@ -79,7 +79,7 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     if not steps and not queued:
         report.duration_s = time.perf_counter() - t0
         return report
-    store = predcheck.metrics_store()
+    store = predcheck.metrics_store(instance)
     histories = store.step_histories({(run.job_name, s.step_key) for run, s in steps}
                                      | {(run.job_name, key) for run, key in queued}, HISTORY_WINDOW * 2)
     samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES)

@@ -205,7 +205,7 @@ def plan_for_retry(instance: DagsterInstance, predcheck: PredcheckResource, run:
     parent = instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
     if parent is None:
         return None
-    store = predcheck.metrics_store()
+    store = predcheck.metrics_store(instance)
     if RECONCILED_TAG not in parent.tags:  # the resume sensor may not have looked at it yet
         reconcile_run(instance, store, parent)
     return build_plan(instance, store, predcheck.checkpoint_store(), parent)
@@ -231,7 +231,7 @@ def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launche
                 lookback: timedelta = LOOKBACK) -> ResumeReport:
     """Reconcile crashed steps of recently failed runs and resume those that can be."""
     report = ResumeReport()
-    store = predcheck.metrics_store()
+    store = predcheck.metrics_store(instance)
     checkpoints = predcheck.checkpoint_store()
     since = datetime.now(UTC) - lookback
     runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=since), limit=200)

@@ -26,7 +26,8 @@ def build_forecaster_asset(model_code_path: str, model_name: str = DEFAULT_MODEL
     def _forecaster_model(context: AssetExecutionContext, predcheck: PredcheckResource) -> MaterializeResult:
         from predcheck_dagster.forecaster import train_and_register
 
-        result = train_and_register(predcheck.metrics_store(), predcheck.tracking_uri or default_tracking_uri(),
+        result = train_and_register(predcheck.metrics_store(context.instance),
+                                    predcheck.tracking_uri or default_tracking_uri(),
                                     default_artifact_root(), model_name, model_code_path, log=context.log)
         return MaterializeResult(metadata={
             "model_version": result.model_version, "promoted": result.promoted,
