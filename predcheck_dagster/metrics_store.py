@@ -808,6 +808,16 @@ class MetricsStore:
             q = q.where(checkpoint_requests.c.run_id == run_id)
         return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
 
+    def checkpoint_request_counts(self, run_ids: Iterable[str]) -> dict[tuple[str, str], int]:
+        """Per (run_id, step_key) of these runs: how many checkpoint requests were made, in one query."""
+        run_ids = list(set(run_ids))
+        if not run_ids:
+            return {}
+        c = checkpoint_requests.c
+        q = (sa.select(c.run_id, c.step_key, sa.func.count().label("n")).where(c.run_id.in_(run_ids))
+             .group_by(c.run_id, c.step_key))
+        return {(r.run_id, r.step_key): int(r.n) for r in self._run(lambda conn: list(conn.execute(q)), write=False)}
+
     # ---- checkpoints --------------------------------------------------------------------------
     def record_checkpoint(self, row: Mapping[str, Any]) -> None:
         values = dict(row)
