@@ -574,3 +574,26 @@ def test_compaction_stops_at_its_time_budget(empty_store_url):
     assert (report.finished, report.deleted, report.batches) == (False, 0, 0)
     assert report.message().endswith("time budget reached, the next run continues")
     assert store.compact(older_than_s=7 * DAY, keep_every_s=60, now=NOW).deleted == 588
+
+
+# ---- the Dagster instance's PostgreSQL as the default store -----------------------------------------
+def test_the_instance_postgres_url_is_used_with_the_psycopg2_driver():
+    from types import SimpleNamespace
+
+    from predcheck_dagster.resource import PredcheckResource, instance_store_url
+
+    def instance(run_url=None, event_url=None):
+        return SimpleNamespace(run_storage=SimpleNamespace(postgres_url=run_url) if run_url else object(),
+                               event_log_storage=SimpleNamespace(postgres_url=event_url) if event_url else object())
+
+    assert instance_store_url(instance("postgresql://u:p%40ss@db:5432/dagster?sslmode=require")) == \
+        "postgresql+psycopg2://u:p%40ss@db:5432/dagster?sslmode=require"
+    assert instance_store_url(instance(event_url="postgresql+psycopg2://u@db/events")) == \
+        "postgresql+psycopg2://u@db/events"
+    assert instance_store_url(instance()) is None  # SQLite storage: no postgres_url
+
+    pg = instance("postgresql+psycopg2://u@db:5432/dagster")
+    assert PredcheckResource().metrics_store(pg).url == "postgresql+psycopg2://u@db:5432/dagster"
+    assert PredcheckResource(store_url="sqlite:////x/m.db").metrics_store(pg).url == "sqlite:////x/m.db"
+    assert PredcheckResource().metrics_store(instance()).url.endswith("/predcheck/metrics.db")
+    assert PredcheckResource().metrics_store().url.endswith("/predcheck/metrics.db")
