@@ -21,6 +21,8 @@ LIVE_WINDOW = 6
 # The sensor scores a step from its newest samples only (MetricsStore.recent_samples, per_step=12),
 # so the sample count is capped at that many, in training as at scoring time.
 SCORED_SAMPLES = 12
+# The sample fields live_features reads: the sensor fetches only these (and what it shows) per step.
+LIVE_SAMPLE_FIELDS = ("elapsed_s", "cpu_s", "rss_bytes", "work_units", "input_bytes")
 
 FEATURE_NAMES: tuple[str, ...] = (
     "hist_n", "hist_fail_rate", "last_failed", "consecutive_failures", "log_since_last_failure_s",

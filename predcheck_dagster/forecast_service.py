@@ -16,13 +16,22 @@ from dagster._core.execution.stats import StepEventStatus
 
 from predcheck_dagster import policy
 from predcheck_dagster.checkpoint_store import Prediction
-from predcheck_dagster.features import HISTORY_WINDOW, SCORED_SAMPLES, bottleneck_stages, feature_row
+from predcheck_dagster.features import (
+    HISTORY_WINDOW,
+    LIVE_SAMPLE_FIELDS,
+    SCORED_SAMPLES,
+    bottleneck_stages,
+    feature_row,
+)
 from predcheck_dagster.reconcile import DEADLINE_TAG
 from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
 
 TAG = "predcheck/"
 MAX_RUNS_PER_TICK = 500
 DEFAULT_CHECKPOINT_COST_S = 0.05
+# What a tick reads of each sample: the features' fields, the stage (bottleneck) and the drop count
+# (Prometheus). Fewer columns: a third less to transfer and parse for 12,000 samples per tick.
+SAMPLE_COLUMNS = ("ts", *LIVE_SAMPLE_FIELDS, "stage", "dropped_samples")
 
 
 @dataclass
@@ -88,7 +97,8 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         return report
     histories = store.step_histories({(run.job_name, s.step_key) for run, s in steps}
                                      | {(run.job_name, key) for run, key in queued}, HISTORY_WINDOW * 2)
-    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES)
+    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES,
+                                   columns=SAMPLE_COLUMNS)
     rows = [feature_row(histories[(run.job_name, s.step_key)], s.start_time, samples.get((run.run_id, s.step_key), []),
                         now - s.start_time) for run, s in steps]
     rows += [feature_row(histories[(run.job_name, key)], now, [], 0.0) for run, key in queued]

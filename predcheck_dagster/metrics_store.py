@@ -18,13 +18,14 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,18 +196,13 @@ def _copy_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, An
     columns = [c.name for c in table.columns if c.name != "id"]
     buffer = io.StringIO("\n".join(",".join(_csv_field(row.get(c)) for c in columns) for row in rows) + "\n")
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
-    dbapi = conn.dialect.loaded_dbapi
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(statement, buffer)
-    except dbapi.IntegrityError as e:
-        raise sa.exc.IntegrityError(statement, None, e) from e
-    except (dbapi.OperationalError, dbapi.InterfaceError) as e:
-        conn.invalidate(e)
-        raise sa.exc.OperationalError(statement, None, e) from e
-    finally:
-        if not cursor.closed:
-            cursor.close()
+    with _driver_errors(conn, statement):
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(statement, buffer)
+        finally:
+            if not cursor.closed:
+                cursor.close()
 
 
 def _insert_ignoring_duplicates(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -244,6 +240,8 @@ def _migrate_to_3(conn: Connection) -> None:
         table = metadata.tables[table_name]
         existing = {ix["name"] for ix in inspector.get_indexes(table_name)}
         if table_name == "step_samples" and "uq_step_samples_run_step_ts" not in existing:
+            if conn.dialect.name == "postgresql":  # no insert between the clean-up and the unique index
+                conn.execute(sa.text("LOCK TABLE step_samples IN SHARE ROW EXCLUSIVE MODE"))
             # Version 1 had no key: keep the first copy of any sample stored twice.
             conn.execute(sa.text(
                 "DELETE FROM step_samples WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
@@ -299,34 +297,59 @@ class CompactReport:
 SQLITE_KEYS_PER_QUERY = 200  # SQLite allows 500 terms in one compound SELECT
 
 
-def _latest_per_key_statements(dialect_name: str, table: sa.Table, key_columns: tuple[sa.Column, sa.Column],
-                               keys: Sequence[tuple[str, str]], newest_first: tuple[Any, ...], per_key: int
-                               ) -> list[sa.Select]:
-    """Statements that return the newest ``per_key`` rows of each key (newest first within a key).
+def _latest_per_key_sql(table: sa.Table, key_columns: tuple[sa.Column, sa.Column],
+                        newest_first: tuple[Any, ...], columns: Sequence[str] | None = None
+                        ) -> tuple[str, list[str]]:
+    """PostgreSQL: the statement returning the newest ``%(per_key)s`` rows of each key, and its columns.
 
-    PostgreSQL: one statement; the keys travel as two arrays, ``unnest`` is joined LATERAL to an
-    ``ORDER BY ... DESC LIMIT k`` subquery, so an index on (key columns, order columns) is walked
-    backwards for k entries per key, however long each key's history is. SQLite (no LATERAL): the
-    same subquery per key, ``UNION ALL``-ed, ``SQLITE_KEYS_PER_QUERY`` keys per statement.
+    The keys travel as two arrays; ``unnest ... WITH ORDINALITY`` numbers them and is joined LATERAL
+    to ``ORDER BY ... DESC LIMIT k``, so an index on (key columns, order columns) is walked backwards
+    for k entries per key, however long each key's history is. Rows carry the key's number instead
+    of the key's two strings (the caller has them): less to send and to parse.
     """
-    first, second = key_columns
-    if dialect_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
+    from sqlalchemy.dialects import postgresql
 
-        wanted = sa.func.unnest(
-            sa.bindparam("key_a", [k[0] for k in keys], type_=ARRAY(sa.Text)),
-            sa.bindparam("key_b", [k[1] for k in keys], type_=ARRAY(sa.Text)),
-        ).table_valued("a", "b").render_derived(name="wanted")
-        latest = (sa.select(table).where(first == wanted.c.a, second == wanted.c.b)
-                  .order_by(*newest_first).limit(per_key).lateral("latest"))
-        return [sa.select(latest).select_from(wanted.join(latest, sa.true()))]
+    dialect = postgresql.dialect()
+    first, second = key_columns
+    others = [c.name for c in table.columns if c.name not in (first.name, second.name)
+              and (columns is None or c.name in columns)]
+    order = ", ".join(str(e.compile(dialect=dialect)) for e in newest_first)
+    sql = (f"SELECT wanted.n, {', '.join('latest.' + c for c in others)} "
+           f"FROM unnest(%(key_a)s::text[], %(key_b)s::text[]) WITH ORDINALITY AS wanted(a, b, n) "
+           f"CROSS JOIN LATERAL (SELECT {', '.join(others)} FROM {table.name} "
+           f"WHERE {first.name} = wanted.a AND {second.name} = wanted.b "
+           f"ORDER BY {order} LIMIT %(per_key)s) AS latest")
+    return sql, others
+
+
+def _latest_per_key_statements(table: sa.Table, key_columns: tuple[sa.Column, sa.Column],
+                               keys: Sequence[tuple[str, str]], newest_first: tuple[Any, ...], per_key: int,
+                               columns: Sequence[str] | None = None) -> list[sa.Select]:
+    """SQLite (no LATERAL): the ``ORDER BY ... DESC LIMIT k`` subquery per key, ``UNION ALL``-ed,
+    ``SQLITE_KEYS_PER_QUERY`` keys per statement; each is one backward walk of the index."""
+    first, second = key_columns
+    selected = [c for c in table.columns if columns is None or c in key_columns or c.name in columns]
     statements = []
     for i in range(0, len(keys), SQLITE_KEYS_PER_QUERY):
-        parts = [sa.select(sa.select(table).where(first == a, second == b).order_by(*newest_first)
+        parts = [sa.select(sa.select(*selected).where(first == a, second == b).order_by(*newest_first)
                            .limit(per_key).subquery())
                  for a, b in keys[i:i + SQLITE_KEYS_PER_QUERY]]
         statements.append(sa.union_all(*parts) if len(parts) > 1 else parts[0])
     return statements
+
+
+@contextlib.contextmanager
+def _driver_errors(conn: Connection, statement: str) -> Iterator[None]:
+    """Raise the driver's errors of a raw cursor as SQLAlchemy's, as for any statement; a connection
+    the server dropped is invalidated, not returned to the pool."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.IntegrityError as e:
+        raise sa.exc.IntegrityError(statement, None, e) from e
+    except (dbapi.OperationalError, dbapi.InterfaceError) as e:
+        conn.invalidate(e)
+        raise sa.exc.OperationalError(statement, None, e) from e
 
 
 def _write_label(directory: str, label: str) -> None:
@@ -514,19 +537,42 @@ class MetricsStore:
                                     (step_runs.c.ended_at.desc(), step_runs.c.id.desc()), per_step)
 
     def _latest_per_key(self, table: sa.Table, key_columns: tuple[sa.Column, sa.Column],
-                        keys: Iterable[tuple[str, str]], newest_first: tuple[Any, ...], per_key: int
-                        ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """The newest ``per_key`` rows of each key, oldest first (see ``_latest_per_key_statements``)."""
+                        keys: Iterable[tuple[str, str]], newest_first: tuple[Any, ...], per_key: int,
+                        columns: Sequence[str] | None = None) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """The newest ``per_key`` rows of each key, oldest first, each a dict of the key columns and
+        ``columns`` (default: every column).
+
+        PostgreSQL: one statement (``_latest_per_key_sql``) on a raw cursor: the sensor asks for
+        12,000 rows per tick, and SQLAlchemy's row objects would cost more than the query.
+        SQLite: ``_latest_per_key_statements``.
+        """
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
         first, second = key_columns
-        statements = _latest_per_key_statements(self.engine.dialect.name, table, key_columns, keys,
-                                                newest_first, per_key)
-        rows = self._run(lambda c: [dict(r._mapping) for s in statements for r in c.execute(s)], write=False)
         grouped: dict[tuple[str, str], list[dict[str, Any]]] = {k: [] for k in keys}
-        for row in rows:
-            grouped[(row[first.name], row[second.name])].append(row)
+        if self.engine.dialect.name == "postgresql":
+            sql, selected = _latest_per_key_sql(table, key_columns, newest_first, columns)
+            names = (first.name, second.name, *selected)
+            params = {"key_a": [k[0] for k in keys], "key_b": [k[1] for k in keys], "per_key": per_key}
+
+            def fetch(conn: Connection) -> list[tuple[Any, ...]]:
+                with _driver_errors(conn, sql):
+                    cursor = conn.connection.dbapi_connection.cursor()
+                    try:
+                        cursor.execute(sql, params)
+                        return cursor.fetchall()
+                    finally:
+                        cursor.close()
+
+            for row in self._run(fetch, write=False):
+                key = keys[row[0] - 1]
+                grouped[key].append(dict(zip(names, (*key, *row[1:]))))
+        else:
+            statements = _latest_per_key_statements(table, key_columns, keys, newest_first, per_key, columns)
+            rows = self._run(lambda c: [dict(r._mapping) for s in statements for r in c.execute(s)], write=False)
+            for row in rows:
+                grouped[(row[first.name], row[second.name])].append(row)
         for group in grouped.values():
             group.reverse()  # each key's rows arrive newest first
         return grouped
@@ -535,17 +581,18 @@ class MetricsStore:
                                analyze: bool = False) -> str:
         """The database's plan of the forecast sensor's sample query for ``keys`` (PostgreSQL
         ``EXPLAIN [ANALYZE]``, SQLite ``EXPLAIN QUERY PLAN`` of the first chunk), for diagnosis."""
-        dialect = self.engine.dialect
-        statement = _latest_per_key_statements(dialect.name, step_samples,
-                                               (step_samples.c.run_id, step_samples.c.step_key), list(keys),
-                                               (step_samples.c.ts.desc(),), per_step)[0]
-        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-        sql = str(compiled)
-        params: Any = compiled.params
-        if compiled.positiontup is not None:  # SQLite's qmark style
-            params = tuple(compiled.params[name] for name in compiled.positiontup)
-        prefix = ("EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN ") if dialect.name == "postgresql" \
-            else "EXPLAIN QUERY PLAN "
+        key_columns = (step_samples.c.run_id, step_samples.c.step_key)
+        newest_first = (step_samples.c.ts.desc(),)
+        keys = list(keys)
+        if self.engine.dialect.name == "postgresql":
+            sql, _ = _latest_per_key_sql(step_samples, key_columns, newest_first)
+            prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
+            params: Any = {"key_a": [k[0] for k in keys], "key_b": [k[1] for k in keys], "per_key": per_step}
+        else:
+            statement = _latest_per_key_statements(step_samples, key_columns, keys, newest_first, per_step)[0]
+            compiled = statement.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+            sql, prefix = str(compiled), "EXPLAIN QUERY PLAN "
+            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
         rows = self._run(lambda c: list(c.exec_driver_sql(prefix + sql, params)), write=False)
         return "\n".join(str(r[-1]) for r in rows)
 
@@ -576,12 +623,15 @@ class MetricsStore:
             grouped.setdefault((row["run_id"], row["step_key"]), []).append(row)
         return grouped
 
-    def recent_samples(self, keys: Iterable[tuple[str, str]], per_step: int = 12
-                       ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    def recent_samples(self, keys: Iterable[tuple[str, str]], per_step: int = 12,
+                       columns: Sequence[str] | None = None) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """The newest ``per_step`` samples of each (run_id, step_key), oldest first: the forecast
-        sensor's query, one backward walk of ``uq_step_samples_run_step_ts`` per step."""
+        sensor's query, one backward walk of ``uq_step_samples_run_step_ts`` per step.
+
+        ``columns``: only these fields (and run_id, step_key) in each sample; default all.
+        """
         return self._latest_per_key(step_samples, (step_samples.c.run_id, step_samples.c.step_key), keys,
-                                    (step_samples.c.ts.desc(),), per_step)
+                                    (step_samples.c.ts.desc(),), per_step, columns)
 
     # ---- the step side's writers: store, or spool when the store is unreachable ---------------
     @property

@@ -190,7 +190,7 @@ def test_training_row_equals_the_row_the_sensor_scores(sqlite_url):
 
     def sensor_row(elapsed_s: float) -> dict[str, float]:
         history = store.step_runs(job="etl", step_key="crunch", limit=HISTORY_WINDOW * 5)
-        recent = store.recent_samples([("live", "crunch")])
+        recent = store.recent_samples([("live", "crunch")], columns=features.LIVE_SAMPLE_FIELDS)  # as the sensor
         now = live_start + elapsed_s
         return feature_row(history, live_start, recent.get(("live", "crunch"), []), now - live_start)
 

@@ -597,3 +597,11 @@ def test_the_instance_postgres_url_is_used_with_the_psycopg2_driver():
     assert PredcheckResource(store_url="sqlite:////x/m.db").metrics_store(pg).url == "sqlite:////x/m.db"
     assert PredcheckResource().metrics_store(instance()).url.endswith("/predcheck/metrics.db")
     assert PredcheckResource().metrics_store().url.endswith("/predcheck/metrics.db")
+
+
+def test_recent_samples_of_chosen_columns(empty_store_url):
+    store = MetricsStore(empty_store_url)
+    store.add_samples(samples_of("r1", "a", 5))
+    got = store.recent_samples([("r1", "a")], per_step=2, columns=("elapsed_s", "rss_bytes"))
+    assert got[("r1", "a")] == [{"run_id": "r1", "step_key": "a", "elapsed_s": 3.0, "rss_bytes": 1003},
+                                {"run_id": "r1", "step_key": "a", "elapsed_s": 4.0, "rss_bytes": 1004}]
