@@ -213,9 +213,10 @@ def _insert_ignoring_duplicates(conn: Connection, table: sa.Table, rows: Sequenc
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(conn.dialect.name)
-    columns = {c.name for c in table.columns} - {"id"}
-    conn.execute(insert(table).on_conflict_do_nothing(),
-                 [{k: v for k, v in row.items() if k in columns} for row in rows])
+    # One set of keys for every row (spooled rows may come from an older version with fewer fields),
+    # and only the table's columns (or a newer version's extra fields).
+    present = {k for row in rows for k in row} & ({c.name for c in table.columns} - {"id"})
+    conn.execute(insert(table).on_conflict_do_nothing(), [{k: row.get(k) for k in present} for row in rows])
 
 
 def _migrate_to_1(conn: Connection) -> None:

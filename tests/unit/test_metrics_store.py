@@ -449,6 +449,19 @@ def test_an_unreachable_store_spools_and_a_flush_writes_every_record_once(tmp_pa
     assert store.write_step_run(step_run("r1")) == "duplicate"
 
 
+def test_spooled_rows_of_other_versions_are_flushed(tmp_path, sqlite_url):
+    """A spool written by an older version (no dropped_samples) or a newer one (a field this
+    version's table lacks) mixes with this version's rows in one flush."""
+    store = MetricsStore(sqlite_url, spool_dir=str(tmp_path / "spool"))
+    old, new = samples_of("r1", "a", 2), samples_of("r1", "a", 4)[2:]
+    for s in new:
+        s.update(dropped_samples=3, cpu_user_s=0.5)
+    store.spool.append("samples", old + new)
+    assert store.flush_spool().samples == 4
+    assert [(s["elapsed_s"], s["dropped_samples"]) for s in store.samples("r1", "a")] == [
+        (0.0, None), (1.0, None), (2.0, 3), (3.0, 3)]
+
+
 def test_a_flush_interrupted_between_chunks_is_repeated_without_duplicates(tmp_path, monkeypatch):
     url, unblock = blocked_sqlite_url(tmp_path)
     store = MetricsStore(url, spool_dir=str(tmp_path / "spool"))
