@@ -47,6 +47,8 @@ LIVE_WINDOW = 6
 # so the sample count is capped at that many, in training as at scoring time.
 SCORED_SAMPLES = 12
 LIVE_SEQ_FIELDS = ("elapsed_frac", "rss_ratio", "cpu_util")
+# The sample fields live_features reads: the sensor fetches only these (and what it shows) per step.
+LIVE_SAMPLE_FIELDS = ("elapsed_s", "cpu_s", "rss_bytes", "work_units", "input_bytes", "stage")
 
 HISTORY_FEATURES: tuple[str, ...] = (
     # the pipeline's own history

@@ -46,6 +46,15 @@ def _process_summary(started_at: float | None) -> dict[str, Any]:
             "host": socket.gethostname()}
 
 
+def _attempt_number(context: HookContext, store: Any) -> int:
+    """This attempt's number (1 + Dagster's count of earlier attempts), without the store if possible:
+    the store may be down, and then the record goes to the spool with the right number."""
+    step_context = getattr(context, "_step_execution_context", None)  # no public accessor in 1.13
+    if step_context is not None:
+        return step_context.previous_attempt_count + 1
+    return 1 + store.attempts_recorded(context.run_id, context.step_key)
+
+
 def error_class_name(exc: BaseException) -> str:
     """The exception's class name, or its nearest public ancestor's for a private class
     (numpy raises ``_ArrayMemoryError``, a ``MemoryError``; Dagster shows it as ``MemoryError``)."""
@@ -66,12 +75,12 @@ def record_attempt(context: HookContext, outcome: str) -> None:
             measured_by, attempt = "process", None
         io_bytes = STEP_IO_BYTES.pop(key, {})
         run = context.instance.get_run_by_id(context.run_id)
-        store = resource.metrics_store()
+        store = resource.metrics_store(context.instance)
         if attempt is None:
-            attempt = 1 + store.attempts_recorded(context.run_id, context.step_key)
+            attempt = _attempt_number(context, store)
         exc = context.op_exception
         ended = time.time()
-        store.record_step_run({
+        written = store.write_step_run({
             "run_id": context.run_id, "root_run_id": (run.root_run_id if run else None) or context.run_id,
             "job": context.job_name, "step_key": context.step_key,
             "partition_key": (run.tags.get("dagster/partition") if run else None), "attempt": attempt,
@@ -86,6 +95,10 @@ def record_attempt(context: HookContext, outcome: str) -> None:
             "work_units": summary["work_units"], "code_version": resource.code_version,
             "host": summary["host"] or socket.gethostname(), "measured_by": measured_by,
         })
+        if written == "spooled":
+            context.log.warning(f"predcheck: metrics store unreachable: step {context.step_key!r} recorded in the "
+                                f"local spool ({store.spool.directory if store.spool else ''}); it is written to "
+                                "the store when that answers again.")
     except Exception as e:  # noqa: BLE001 - profiling must never fail the user's step
         context.log.warning(f"predcheck: step {context.step_key!r} not recorded: {type(e).__name__}: {e}")
 

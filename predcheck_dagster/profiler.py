@@ -153,6 +153,7 @@ class StepProfiler:
             "read_bytes": (io_now[0] - self._io0[0]) if io_now and self._io0 else None,
             "write_bytes": (io_now[1] - self._io0[1]) if io_now and self._io0 else None,
             "stage": self.current_stage, "work_units": self.work_units, "input_bytes": self.input_bytes,
+            "dropped_samples": self.dropped_samples,
         })
 
     def _flush(self) -> None:

@@ -46,6 +46,28 @@ def default_store_url() -> str:
     return f"sqlite:///{os.path.join(predcheck_home(), 'metrics.db')}"
 
 
+def default_spool_dir() -> str:
+    return os.path.join(predcheck_home(), "spool")
+
+
+def instance_store_url(instance: Any) -> str | None:
+    """The PostgreSQL URL of a Dagster instance whose run (or event log) storage is dagster-postgres,
+    with the psycopg2 driver (the store's bulk writes use it); None for any other storage.
+
+    dagster-postgres resolves its ``postgres_url`` or ``postgres_db`` config (host, port, db_name,
+    username, password, params, scheme) into one URL; predcheck keeps its own tables in that database.
+    """
+    from sqlalchemy.engine.url import make_url
+
+    for storage in (getattr(instance, "run_storage", None), getattr(instance, "event_log_storage", None)):
+        url = getattr(storage, "postgres_url", None)
+        if isinstance(url, str) and url:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "postgresql":
+                return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return None
+
+
 def default_checkpoint_root() -> str:
     return os.path.join(predcheck_home(), "checkpoints")
 
@@ -88,8 +110,14 @@ class PredcheckResource(ConfigurableResource):
     """Where predcheck keeps its data and how it decides; every default is embedded and overridable."""
 
     store_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the metrics store. Default: SQLite at "
-        "$DAGSTER_HOME/predcheck/metrics.db. PostgreSQL: postgresql+psycopg2://user@host:5432/db.")
+        default=None, description="SQLAlchemy URL of the metrics store (PostgreSQL: "
+        "postgresql+psycopg2://user@host:5432/db). Default: the Dagster instance's own PostgreSQL "
+        "database when its run or event log storage is dagster-postgres (predcheck adds its tables "
+        "there), else SQLite at $DAGSTER_HOME/predcheck/metrics.db.")
+    spool_dir: str | None = Field(
+        default=None, description="Local directory where steps spool samples and step records while "
+        "the metrics store is unreachable; they are flushed when it answers again. Default: "
+        "$DAGSTER_HOME/predcheck/spool. Must be on the step's own host (file locks).")
     checkpoint_root: str | None = Field(
         default=None, description="fsspec URL under which checkpoints are written (local path, "
         "memory://, s3://...). Default: $DAGSTER_HOME/predcheck/checkpoints.")
@@ -124,11 +152,26 @@ class PredcheckResource(ConfigurableResource):
                                             "ran out of memory (tag dagster-celery/queue).")
     code_version: str | None = Field(default=None, description="Code version recorded in manifests; a "
                                      "checkpoint of another code version is refused on resume.")
+    compact_older_than_s: float | None = Field(
+        default=None, description="When set, the resume sensor compacts the metrics store once an hour: "
+        "samples of steps that ended more than this many seconds ago are downsampled to one per "
+        "compact_keep_every_s (at most 20 s of work per tick). Unset: never (use `predcheck store compact`).")
+    compact_keep_every_s: float = Field(
+        default=60.0, description="Downsampling period of compaction, seconds; 0 deletes those samples.")
+    prometheus_port: int | None = Field(
+        default=None, description="When set, the forecast sensor's process serves Prometheus gauges of "
+        "in-flight steps on this port (/metrics). Unset: off.")
+    prometheus_host: str = Field(
+        default="127.0.0.1", description="Address the Prometheus endpoint binds; 0.0.0.0 for a scraper "
+        "on another host.")
     resume: ResumePlanConfig | None = Field(default=None, description="Set by the resume sensor.")
 
     # ---- factories (cheap, no I/O) ------------------------------------------------------------
-    def metrics_store(self) -> MetricsStore:
-        return MetricsStore(self.store_url or default_store_url())
+    def metrics_store(self, instance: Any | None = None) -> MetricsStore:
+        """The metrics store: ``store_url``; else ``instance``'s dagster-postgres database; else the
+        embedded SQLite. Pass the Dagster instance wherever one is at hand (steps, hooks, sensors)."""
+        url = self.store_url or (instance_store_url(instance) if instance is not None else None)
+        return MetricsStore(url or default_store_url(), spool_dir=self.spool_dir or default_spool_dir())
 
     def checkpoint_store(self) -> CheckpointStore:
         return CheckpointStore(self.checkpoint_root or default_checkpoint_root(), retention=self.retention,
@@ -157,12 +200,12 @@ class PredcheckResource(ConfigurableResource):
         existing = ACTIVE_STEPS.get(key)
         if existing is not None:
             return existing
-        metrics = self.metrics_store()
+        metrics = self.metrics_store(context.instance)
         hooked = any(h.name == SUCCESS_HOOK_NAME for h in step.job_def.get_all_hooks_for_handle(step.node_handle))
         if not hooked:  # nothing would stop a sampler thread at the end of the step
             context.log.warning("predcheck: this step has no predcheck_hooks, so it is not profiled; add them "
                                 "with pc.instrument(defs) or job.with_hooks(pc.predcheck_hooks).")
-        profiler = StepProfiler(identity.run_id, identity.step_key, sink=metrics.add_samples,
+        profiler = StepProfiler(identity.run_id, identity.step_key, sink=metrics.write_samples,
                                 interval_s=self.sample_interval_s if hooked else 0.0)
         profiler.input_bytes = STEP_IO_BYTES.get(key, {}).get("input")  # inputs load before compute
         profiler.start()

@@ -67,13 +67,13 @@ def build_forecaster_assets(model_code_path: str, model_name: str = DEFAULT_MODE
     def step_history(context: AssetExecutionContext, predcheck: PredcheckResource) -> Output:
         from predcheck_dagster.forecaster import history_frame
 
-        frame = history_frame(predcheck.metrics_store())
+        frame = history_frame(predcheck.metrics_store(context.instance))
         failed = frame["outcome"].isin(["failure", "crashed", "timeout"]) if len(frame) else frame["outcome"]
         return Output(frame, metadata={
             "attempts": len(frame), "failure_rate": round(float(failed.mean()), 4) if len(frame) else 0.0,
             "jobs": int(frame["job"].nunique()) if len(frame) else 0,
             "steps": int(frame[["job", "step_key"]].drop_duplicates().shape[0]) if len(frame) else 0,
-            "store": redact_url(predcheck.metrics_store().url)})
+            "store": redact_url(predcheck.metrics_store(context.instance).url)})
 
     @asset(name=CANDIDATES, group_name=group_name, compute_kind="mlflow",
            description="XGBoost and LSTM forecasters trained on all but the newest 25 % of the step history, "
@@ -82,7 +82,7 @@ def build_forecaster_assets(model_code_path: str, model_name: str = DEFAULT_MODE
                               step_history) -> Output:
         from predcheck_dagster.forecaster import train_candidates, training_set
 
-        store = predcheck.metrics_store()
+        store = predcheck.metrics_store(context.instance)
         tset = training_set(step_history, store.all_samples(), redact_url(store.url))
         context.log.info(f"training {', '.join(families)} on {len(tset.data.frame)} rows; "
                          f"holdout {len(tset.holdout_frame)} rows")
@@ -126,7 +126,7 @@ def build_retrain_sensor(job_name: str, retrain_after: int = DEFAULT_RETRAIN_AFT
             default_status=default_status,
             description=f"predcheck: retrain the forecaster once {retrain_after} new step attempts have finished.")
     def _retrain_sensor(context: SensorEvaluationContext, predcheck: PredcheckResource):
-        finished = predcheck.metrics_store().count_finished_attempts()
+        finished = predcheck.metrics_store(context.instance).count_finished_attempts()
         event = context.instance.get_latest_materialization_event(AssetKey(STEP_HISTORY))
         trained_on = 0
         if event is not None and event.asset_materialization is not None:

@@ -298,7 +298,8 @@ def test_training_row_equals_the_row_the_sensor_scores(sqlite_url):
         forecast_service._HISTORY_CACHE.clear()
         histories = store.step_histories([("etl", "crunch")], 2 * features.PIPELINE_WINDOW)
         (hist,) = forecast_service.history_features(store, [(run, "crunch", live_start)], histories)
-        recent = store.recent_samples([("live", "crunch")]).get(("live", "crunch"), [])
+        recent = store.recent_samples([("live", "crunch")], columns=forecast_service.SAMPLE_COLUMNS)  # as the sensor
+        recent = recent.get(("live", "crunch"), [])
         return {**hist, **live_features(recent, elapsed_s, hist), **features.live_sequence(recent, hist)}
 
     live_samples = [sample("live", 1.0 + t, (100 + 7 * t) * MB, 0.8 * t, work=1.5 * t, input_bytes=2000,

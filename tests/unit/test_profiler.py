@@ -12,7 +12,7 @@ from predcheck_dagster.profiler import StepProfiler
 SUMMARY_KEYS = {"started_at", "duration_s", "cpu_s", "peak_rss_bytes", "mean_rss_bytes", "read_bytes",
                 "write_bytes", "stage_durations", "work_units", "host", "dropped_samples"}
 SAMPLE_KEYS = {"run_id", "step_key", "ts", "elapsed_s", "cpu_s", "rss_bytes", "read_bytes", "write_bytes",
-               "stage", "work_units", "input_bytes"}
+               "stage", "work_units", "input_bytes", "dropped_samples"}
 
 
 def wait_until(condition, timeout_s: float = 3.0) -> bool:
