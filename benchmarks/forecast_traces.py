@@ -66,6 +66,31 @@ def main() -> None:
         details[name] = {"label": label, "split": split, "n_train": result["n_train"], "n_test": result["n_test"],
                          "results": result["results"], "timings": result["timings"]}
     save("forecast_traces", "benchmarks/forecast_traces.py", rows, details)
+    if not args.only:
+        render_doc(details)
+
+
+def render_doc(details: dict) -> None:
+    """The full tables (every model and baseline) into docs/forecaster.md between its markers."""
+    doc = ROOT / "docs" / "forecaster.md"
+    start, end = "<!-- traces:start -->", "<!-- traces:end -->"
+    fmt = lambda v: "n/a" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+    lines = []
+    for name, d in details.items():
+        lines += [f"**{name}**, label `{d['label']}`, split `{d['split']}`: {d['n_train']:,} training and "
+                  f"{d['n_test']:,} held-out attempts; features {d['timings']['features_s']:.0f} s, XGBoost "
+                  f"{d['timings']['train_xgboost_s']:.0f} s, LSTM {d['timings']['train_lstm_s']:.0f} s.", "",
+                  "| model | AUROC | AUPRC | Brier | ECE | first failure after a success: AUROC | AUPRC |",
+                  "|---|---|---|---|---|---|---|"]
+        for model, r in d["results"].items():
+            o, f = r["overall"], r["first_failure_after_success"]
+            lines.append(f"| {model} | {fmt(o['auroc'])} | {fmt(o['auprc'])} | {fmt(o['brier'])} | {fmt(o['ece'])} | "
+                         f"{fmt(f['auroc'])} | {fmt(f['auprc'])} |")
+        lines.append("")
+    text = doc.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{start}\n" + "\n".join(lines) + f"{end}{tail}")
 
 
 if __name__ == "__main__":

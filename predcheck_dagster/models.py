@@ -44,13 +44,30 @@ TARGETS = ("failure", "overrun")
 QUANTILES = (0.5, 0.9)
 VALIDATION_FRACTION = 0.2
 ISOTONIC_MIN_CLASS = 50  # fewer positives or negatives than this in validation: Platt scaling
+MIN_VALIDATION_ROWS = 200  # fewer: the LSTM is not trained (nothing to stop it on)
+# XGBoost trains the full feature set, early-stopped and calibrated, from this many validation rows;
+# below it, a fixed size on the compact feature set, uncalibrated (a Dagster history of a few
+# hundred attempts has ~9 rows per attempt, one per sampled moment)
+MIN_XGB_VALIDATION_ROWS = 2000
+MIN_VALIDATION_POSITIVES = 10
+# On a history too small to validate on (a few dozen attempts), every attempt's history features
+# are unique: with a row per sample of each attempt they identify the attempt, and trees memorise
+# them instead of learning from the live samples. Such a history trains on a compact set: the
+# pipeline's own failure rate, last outcomes and durations, and the live features.
+SMALL_HISTORY_FEATURES = (
+    "hist_n", "hist_fail_rate", "last_failed", "consecutive_failures", "log_since_last_failure_s",
+    "hist_duration_p50", "hist_duration_p90", "hist_peak_rss_p50", "elapsed_s", "elapsed_ratio", "log_rss",
+    "rss_ratio", "rss_slope_ratio", "cpu_util", "work_rate_ratio", "input_ratio", "n_samples")
 XGB_PARAMS = {"max_depth": 4, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.8,
               "min_child_weight": 5.0, "tree_method": "hist", "nthread": 2}
 XGB_MAX_TREES = 1500
 XGB_EARLY_STOP = 100
+XGB_SMALL_TREES = 150  # trees without a validation set,
+XGB_SMALL_PARAMS = {"learning_rate": 0.1, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 1.0}
 LSTM_HIDDEN = 32
 LSTM_EPOCHS = 12
 LSTM_PATIENCE = 3
+LSTM_SMALL_STEPS = 400  # optimiser steps without a validation set (a small history is one batch an epoch)
 LSTM_BATCH = 1024
 LSTM_LR = 2e-3
 Progress = Callable[[str], None]
@@ -81,20 +98,42 @@ def _calibrations_from_json(payload: Mapping[str, Any]) -> dict[str, Calibrator 
     return {t: (calibrator_from_dict(c) if c is not None else None) for t, c in payload.items()}
 
 
-def _split_validation(times: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, validation): validation is the newest 20 % by start; fit rows ended before it."""
+def _split_validation(times: np.ndarray, ends: np.ndarray,
+                      min_rows: int = MIN_VALIDATION_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices (fit, validation): validation is the newest 20 % by start; fit rows ended before it.
+
+    With fewer than ``MIN_VALIDATION_ROWS`` validation rows, early stopping and calibration would
+    fit noise: (every row, None), and the families train a fixed size, uncalibrated.
+    """
     cut = np.quantile(times, 1 - VALIDATION_FRACTION)
     fit = np.flatnonzero(ends < cut)
     val = np.flatnonzero(times >= cut)
-    if len(fit) == 0 or len(val) == 0:  # too little history to hold anything out
-        everything = np.arange(len(times))
-        return everything, everything
+    if len(fit) == 0 or len(val) < min_rows:
+        return np.arange(len(times)), None
     return fit, val
 
 
-def _input_names(frame: Any) -> list[str]:
+def is_small(data: TrainingData) -> bool:
+    """Too little history to hold out a validation set: fixed-size, uncalibrated training."""
+    return _split_validation(data.times, data.ends)[1] is None
+
+
+def needs_validation(family: str) -> bool:
+    """The LSTM overfits a history it cannot validate on (it then scores every new attempt alike);
+    it is only trained where early stopping can stop it."""
+    return family == "lstm"
+
+
+def _enough(labels: np.ndarray) -> bool:
+    """Enough of both classes to early-stop on and calibrate with."""
+    positives = int(np.sum(labels))
+    return min(positives, len(labels) - positives) >= MIN_VALIDATION_POSITIVES
+
+
+def _input_names(frame: Any, small: bool = False) -> list[str]:
+    """The flat inputs; on a small history the compact ``SMALL_HISTORY_FEATURES``."""
     statics = sorted(c for c in frame.columns if c.startswith("x_"))
-    return [*FEATURE_NAMES, *statics]
+    return [*(SMALL_HISTORY_FEATURES if small else FEATURE_NAMES), *statics]
 
 
 @dataclass
@@ -147,37 +186,48 @@ class XGBoostForecaster(Forecaster):
     def fit(cls, data: TrainingData, progress: Progress | None = None) -> XGBoostForecaster:
         import xgboost as xgb
 
-        names = _input_names(data.frame)
+        fit_idx, val_idx = _split_validation(data.times, data.ends, MIN_XGB_VALIDATION_ROWS)
+        names = _input_names(data.frame, small=val_idx is None)
         x = data.frame.reindex(columns=names).to_numpy(dtype=np.float32)
-        fit_idx, val_idx = _split_validation(data.times, data.ends)
         boosters, calibrations, best = {}, {}, {}
         for target, labels in data.targets.items():
             known = ~np.isnan(labels)
-            f, v = fit_idx[known[fit_idx]], val_idx[known[val_idx]]
+            f = fit_idx[known[fit_idx]]
+            v = val_idx[known[val_idx]] if val_idx is not None else None
+            if v is not None and not _enough(labels[v]):
+                f, v = np.flatnonzero(known), None
             if len(np.unique(labels[f])) < 2:
                 continue
             t0 = time.perf_counter()
-            dfit = xgb.DMatrix(x[f], label=labels[f], feature_names=names, missing=np.nan)
-            dval = xgb.DMatrix(x[v], label=labels[v], feature_names=names, missing=np.nan)
             params = {**XGB_PARAMS, "objective": "binary:logistic", "eval_metric": "aucpr"}
-            booster = xgb.train(params, dfit, XGB_MAX_TREES, evals=[(dval, "validation")],
-                                early_stopping_rounds=XGB_EARLY_STOP, verbose_eval=False)
-            rounds = (0, booster.best_iteration + 1)
-            raw = booster.predict(dval, iteration_range=rounds)
-            boosters[target] = booster[: rounds[1]]
-            calibrations[target] = _calibration(raw, labels[v])
-            best[target] = rounds[1]
+            dfit = xgb.DMatrix(x[f], label=labels[f], feature_names=names, missing=np.nan)
+            if v is None:
+                boosters[target] = xgb.train({**params, **XGB_SMALL_PARAMS}, dfit, XGB_SMALL_TREES)
+                calibrations[target], best[target] = None, XGB_SMALL_TREES
+            else:
+                dval = xgb.DMatrix(x[v], label=labels[v], feature_names=names, missing=np.nan)
+                booster = xgb.train(params, dfit, XGB_MAX_TREES, evals=[(dval, "validation")],
+                                    early_stopping_rounds=XGB_EARLY_STOP, verbose_eval=False)
+                rounds = (0, booster.best_iteration + 1)
+                boosters[target] = booster[: rounds[1]]
+                calibrations[target] = _calibration(booster.predict(dval, iteration_range=rounds), labels[v])
+                best[target] = rounds[1]
             if progress:
-                progress(f"xgboost {target}: {rounds[1]} trees on {len(f)} rows in {time.perf_counter() - t0:.1f}s")
+                how = "early-stopped, calibrated" if v is not None else "fixed size, uncalibrated: small history"
+                progress(f"xgboost {target}: {best[target]} trees on {len(f)} rows ({how}) "
+                         f"in {time.perf_counter() - t0:.1f}s")
         if data.remaining_s is not None:
             params = {**XGB_PARAMS, "objective": "reg:quantileerror", "quantile_alpha": np.array(QUANTILES)}
             dfit = xgb.DMatrix(x[fit_idx], label=np.log1p(data.remaining_s[fit_idx]), feature_names=names,
                                missing=np.nan)
-            dval = xgb.DMatrix(x[val_idx], label=np.log1p(data.remaining_s[val_idx]), feature_names=names,
-                               missing=np.nan)
-            booster = xgb.train(params, dfit, XGB_MAX_TREES // 3, evals=[(dval, "validation")],
-                                early_stopping_rounds=XGB_EARLY_STOP, verbose_eval=False)
-            boosters["remaining"] = booster[: booster.best_iteration + 1]
+            if val_idx is None:
+                boosters["remaining"] = xgb.train({**params, **XGB_SMALL_PARAMS}, dfit, XGB_SMALL_TREES)
+            else:
+                dval = xgb.DMatrix(x[val_idx], label=np.log1p(data.remaining_s[val_idx]), feature_names=names,
+                                   missing=np.nan)
+                booster = xgb.train(params, dfit, XGB_MAX_TREES // 3, evals=[(dval, "validation")],
+                                    early_stopping_rounds=XGB_EARLY_STOP, verbose_eval=False)
+                boosters["remaining"] = booster[: booster.best_iteration + 1]
         spec = {"family": cls.family, "input_names": names, "targets": sorted(k for k in boosters if k != "remaining"),
                 "trees": best, "params": {k: v for k, v in XGB_PARAMS.items()}}
         return cls(spec, boosters, calibrations)
@@ -327,11 +377,15 @@ class LSTMForecaster(Forecaster):
         known = torch.from_numpy(~np.isnan(labels))
         rem = torch.from_numpy(np.log1p(data.remaining_s).astype(np.float32)) if spec["quantiles"] else None
         fit_idx, val_idx = _split_validation(data.times, data.ends)
+        if val_idx is not None and not all(_enough(labels[val_idx, k][~np.isnan(labels[val_idx, k])])
+                                           for k in range(len(targets))):
+            fit_idx, val_idx = np.arange(len(data.times)), None
         positives = np.nansum(labels[fit_idx], axis=0)
         counts = (~np.isnan(labels[fit_idx])).sum(axis=0)
         # positives are rare (1-30 %): weigh them up to half the loss, calibration undoes the shift
-        pos_weight = torch.tensor(np.clip((counts - positives) / np.maximum(positives, 1), 1, 50) ** 0.5,
-                                  dtype=torch.float32)
+        # (without a validation set there is no calibration: no weighting either)
+        weight = np.clip((counts - positives) / np.maximum(positives, 1), 1, 50) ** 0.5 if val_idx is not None else 1.0
+        pos_weight = torch.tensor(np.broadcast_to(weight, (len(targets),)).copy(), dtype=torch.float32)
         optimiser = torch.optim.Adam(model.network.parameters(), lr=LSTM_LR)
         bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
         q = torch.tensor(QUANTILES, dtype=torch.float32)
@@ -347,7 +401,9 @@ class LSTMForecaster(Forecaster):
             return loss
 
         best, best_state, stale = math.inf, None, 0
-        for epoch in range(LSTM_EPOCHS):
+        epochs = LSTM_EPOCHS if val_idx is not None else math.ceil(
+            LSTM_SMALL_STEPS / math.ceil(len(fit_idx) / LSTM_BATCH))
+        for epoch in range(epochs):
             t0 = time.perf_counter()
             model.network.train()
             order = rng.permutation(fit_idx)
@@ -355,11 +411,13 @@ class LSTMForecaster(Forecaster):
                 optimiser.zero_grad()
                 loss_of(order[i:i + LSTM_BATCH]).backward()
                 optimiser.step()
+            if val_idx is None:
+                continue
             model.network.eval()
             with torch.inference_mode():
                 val = float(np.mean([loss_of(val_idx[i:i + 8192]).item() for i in range(0, len(val_idx), 8192)]))
             if progress:
-                progress(f"lstm epoch {epoch + 1}/{LSTM_EPOCHS}: validation loss {val:.4f} "
+                progress(f"lstm epoch {epoch + 1}/{epochs}: validation loss {val:.4f} "
                          f"({time.perf_counter() - t0:.1f}s)")
             if val < best - 1e-4:
                 best, stale = val, 0
@@ -368,6 +426,11 @@ class LSTMForecaster(Forecaster):
                 stale += 1
                 if stale >= LSTM_PATIENCE:
                     break
+        if val_idx is None:
+            if progress:
+                progress(f"lstm: {epochs} epochs on {len(fit_idx)} rows (fixed size, uncalibrated: small history)")
+            model.calibrations = {t: None for t in targets}
+            return model
         if best_state is not None:
             model.network.load_state_dict(best_state)
         raw = model._raw(data.frame.iloc[val_idx])

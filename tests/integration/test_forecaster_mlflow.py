@@ -51,8 +51,9 @@ def test_train_register_promote_and_serve(tmp_path: Path) -> None:
     assert first.model_version == "1" and first.promoted
     assert first.reason == f"promoted {first.family} v1: no champion existed"
     assert first.metrics["auroc"] > 0.8
-    # both families were trained and logged, each with its holdout scores and plots
-    assert sorted(c["family"] for c in first.candidates) == ["lstm", "xgboost"]
+    # 80 attempts are too few to hold out a validation set: the LSTM is not trained (it would
+    # overfit), XGBoost trains its compact, fixed-size form; see test_lstm_candidate_... below
+    assert [c["family"] for c in first.candidates] == ["xgboost"]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
@@ -122,3 +123,28 @@ def test_training_refuses_history_with_one_outcome(tmp_path: Path) -> None:
                                "outcome": "success"})
     with pytest.raises(TrainingDataError, match=r"has 0 failing rows of \d+: a forecaster needs both outcomes"):
         train_and_register(store, f"sqlite:///{tmp_path}/mlflow.db", tmp_path.as_uri(), "m", MODEL_CODE)
+
+
+def test_lstm_candidate_is_logged_and_served_through_the_same_pyfunc(tmp_path: Path) -> None:
+    """With enough history to validate on, the LSTM trains, is logged with its plots, and serves
+    the same columns through the same models-from-code pyfunc as XGBoost."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    from predcheck_dagster.forecaster import TrainingSet, train_candidates
+    from tests.unit.test_models import synthetic
+
+    data, holdout, labels = synthetic(3000)
+    tset = TrainingSet(data, data, holdout, labels, n_attempts=3000, n_rows=3000, holdout_from=0.0)
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    (candidate,) = train_candidates(tset, tracking, (tmp_path / "artifacts").as_uri(), MODEL_CODE, families=("lstm",))
+    assert candidate.family == "lstm" and candidate.metrics["auroc"] > 0.75
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    assert {a.path for a in client.list_artifacts(candidate.run_id, "plots")} == {
+        "plots/plot_pr_curves.png", "plots/plot_calibration.png"}
+    out = mlflow.pyfunc.load_model(candidate.model_uri).predict(holdout[list(MODEL_INPUT_NAMES)])
+    assert list(out.columns) == ["failure_probability", "overrun_probability", "remaining_s_p50",
+                                 "remaining_s_p90", "predicted_remaining_s"]
+    np.testing.assert_allclose(out["failure_probability"].to_numpy(), candidate.holdout_probabilities, atol=0.05)
