@@ -12,7 +12,6 @@ reported: the cold model load time and the memory it adds.
 
 import os
 import random
-import resource
 import statistics
 import sys
 import time
@@ -56,6 +55,12 @@ def _seed(store) -> list:
     return scored
 
 
+def _rss_mb() -> float:
+    """This process's resident memory now (the peak counter would hide a load after training)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def _tick(store, scored, tracking_uri: str, model_uri: str) -> tuple[float, str]:
     """One scoring pass as forecast_tick runs it; (seconds, served_by)."""
     from predcheck_dagster import features
@@ -97,11 +102,11 @@ def main() -> None:
         service._HISTORY_CACHE.clear()
         forecaster._MODEL_CACHE.clear()
         forecaster._RESOLVED.clear()
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss0 = _rss_mb()
         t0 = time.perf_counter()
         forecaster.warm_model(tracking, uri)
         load_s = time.perf_counter() - t0
-        rss_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        rss_mb = _rss_mb() - rss0
         cold, warm = [], []
         for _ in range(TICKS):  # interleaved: nothing cached, then everything cached
             service._HISTORY_CACHE.clear()

@@ -89,6 +89,16 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def _trailing_true(flags: Sequence[bool]) -> int:
+    """How many of the last flags are true in a row (consecutive failures)."""
+    n = 0
+    for flag in reversed(flags):
+        if not flag:
+            break
+        n += 1
+    return n
+
+
 def _log1p_age(now: float, then: float | None) -> float:
     return math.log1p(max(0.0, now - then)) if then is not None else NAN
 
@@ -172,11 +182,7 @@ class HistoryIndex:
         p, g = self._windows(attempt)
         past = list(p.attempts)
         failed = [is_failed(h["outcome"]) for h in past]
-        consecutive = 0
-        for f in reversed(failed):
-            if not f:
-                break
-            consecutive += 1
+        consecutive = _trailing_true(failed)
         ew = NAN
         for f in failed:
             ew = float(f) if ew != ew else (1 - EW_ALPHA) * ew + EW_ALPHA * f
@@ -194,11 +200,7 @@ class HistoryIndex:
 
         g_past = list(g.attempts)
         g_failed = [is_failed(h["outcome"]) for h in g_past]
-        g_consecutive = 0
-        for f in reversed(g_failed):
-            if not f:
-                break
-            g_consecutive += 1
+        g_consecutive = _trailing_true(g_failed)
         g_over = [o for o in (overran(h) for h in g_past) if o == o]
         g_last_two = [h["duration_s"] for h in g_past[-2:]]
         # the group's past attempts that asked for the same time: did they hit that limit?
