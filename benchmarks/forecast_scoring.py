@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS, STEPS_PER_RUN, SAMPLES, HISTORY = 200, 5, 12, 40
+RUNS, STEPS_PER_RUN, SAMPLES, HISTORY = 200, 5, 12, 80  # 80 past attempts a step: enough to train the LSTM
 TARGETS_MS = {"xgboost": 50.0, "lstm": 200.0}
 TICKS = 7
 
@@ -30,7 +30,7 @@ def _seed(store) -> list:
     history, samples = [], []
     for s in range(STEPS_PER_RUN):
         for i in range(HISTORY):  # each step's history: a fifth of the attempts failed, bigger inputs fail
-            start = now - 7200 + i * 120
+            start = now - 14400 + i * 120
             failed = rng.random() < 0.2
             history.append({"run_id": f"h{s}-{i}", "root_run_id": f"h{s}-{i}", "job": "bench_job",
                             "step_key": f"step_{s}", "attempt": 1, "started_at": start, "ended_at": start + 30,
