@@ -24,12 +24,27 @@ from sqlalchemy.engine.url import make_url
 
 from predcheck_dagster.errors import MetricsStoreUnavailableError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATION_ATTEMPTS = 5
 MIGRATION_LOCK_KEY = 0x70726564  # "pred": the PostgreSQL advisory lock held while migrating
 OUTCOMES = ("success", "failure", "crashed", "timeout")
 
 metadata = sa.MetaData()
+
+# step_runs columns added by schema version 2 (the event profiler, issue #3); docs/profiler.md says
+# what each one measures.
+STEP_RUNS_V2_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("cpu_user_s", sa.Float),
+    ("cpu_system_s", sa.Float),
+    ("error_fingerprint", sa.String(40)),  # sha1 hex, predcheck_dagster.outcome.error_fingerprint
+    ("executor", sa.String(255)),  # multiprocess | in_process | the executor definition's name
+    ("deadline_s", sa.Float),  # the deadline that applied (op tag, else run tag), if any
+    ("stage_profile", sa.Text),  # JSON {stage: {wall_s, cpu_user_s, cpu_system_s, read_bytes, ...}}
+    ("netns_recv_bytes", sa.BigInteger),  # the network namespace's counters, not the process's
+    ("netns_sent_bytes", sa.BigInteger),
+    ("samples_dropped", sa.Integer),  # live samples taken but not stored
+    ("profiler_errors", sa.Integer),  # errors inside the profiler (caught; the step was unaffected)
+)
 
 schema_info = sa.Table(
     "predcheck_schema", metadata,
@@ -66,6 +81,7 @@ step_runs = sa.Table(
     sa.Column("code_version", sa.String(255)),
     sa.Column("host", sa.String(255)),
     sa.Column("measured_by", sa.String(32)),  # profiler | process | event_log
+    *(sa.Column(name, type_) for name, type_ in STEP_RUNS_V2_COLUMNS),
     sa.UniqueConstraint("run_id", "step_key", "attempt", name="uq_step_runs_attempt"),
 )
 sa.Index("ix_step_runs_job_step_end", step_runs.c.job, step_runs.c.step_key, step_runs.c.ended_at)
@@ -178,7 +194,16 @@ def _migrate_to_1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: Sequence[tuple[int, Callable[[Connection], None]]] = ((1, _migrate_to_1),)
+def _migrate_to_2(conn: Connection) -> None:
+    """step_runs gains the profiler's columns (a database created at version 1 lacks them)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
+    for name, type_ in STEP_RUNS_V2_COLUMNS:
+        if name not in present:
+            ddl = sa.schema.CreateColumn(sa.Column(name, type_)).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE step_runs ADD COLUMN {ddl}"))
+
+
+MIGRATIONS: Sequence[tuple[int, Callable[[Connection], None]]] = ((1, _migrate_to_1), (2, _migrate_to_2))
 
 _ENGINES: dict[str, Engine] = {}
 _MIGRATED: set[str] = set()
@@ -304,8 +329,9 @@ class MetricsStore:
     def record_step_run(self, row: Mapping[str, Any]) -> bool:
         """Insert one step attempt; returns False if that attempt was already recorded."""
         values = dict(row)
-        if isinstance(values.get("stage_durations"), dict):
-            values["stage_durations"] = json.dumps(values["stage_durations"])
+        for column in ("stage_durations", "stage_profile"):  # JSON text, as the readers expect
+            if isinstance(values.get(column), dict):
+                values[column] = json.dumps(values[column])
         try:
             self._run(lambda c: c.execute(step_runs.insert().values(**values)))
         except sa.exc.IntegrityError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -52,13 +53,13 @@ def claim_race(store: MetricsStore, parent_run_id: str, threads: int = 8) -> lis
 
 # ---- schema -----------------------------------------------------------------------------------
 def test_migrate_is_idempotent(metrics, sqlite_url, monkeypatch):
-    assert metrics.migrate() == SCHEMA_VERSION == 1
+    assert metrics.migrate() == SCHEMA_VERSION == 2
     # forget that this process migrated, as a second step process would
     monkeypatch.setattr(metrics_store_module, "_MIGRATED", set())
-    assert MetricsStore(sqlite_url).migrate() == 1
-    assert metrics.schema_version() == 1
+    assert MetricsStore(sqlite_url).migrate() == 2
+    assert metrics.schema_version() == 2
     with metrics.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM predcheck_schema")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM predcheck_schema")).scalar() == 2  # one row per version
         tables = set(sa.inspect(conn).get_table_names())
     assert {"step_runs", "step_samples", "predictions", "checkpoint_requests", "checkpoints", "resumes"} <= tables
 
@@ -223,8 +224,8 @@ def test_postgres_store():
     store = MetricsStore(POSTGRES_URL)
     run, job = f"run-{uuid.uuid4().hex}", f"job_{uuid.uuid4().hex[:12]}"
     try:
-        assert store.migrate() == 1
-        assert store.schema_version() == 1
+        assert store.migrate() == SCHEMA_VERSION
+        assert store.schema_version() == SCHEMA_VERSION
 
         assert store.record_step_run(step_run(run, job=job, peak_rss_bytes=6_000_000_000))
         assert not store.record_step_run(step_run(run, job=job))
@@ -262,3 +263,58 @@ def test_postgres_store():
                                   ("checkpoint_requests", "run_id"), ("checkpoints", "run_id")):
                 conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} = :run"), {"run": run})
             conn.execute(sa.text("DELETE FROM resumes WHERE parent_run_id = :p"), {"p": f"parent-{run}"})
+
+
+# ---- schema version 2: the profiler's columns -------------------------------------------------
+def _create_version_1(url: str) -> None:
+    """A database as schema version 1 left it: step_runs without the version 2 columns."""
+    v2 = {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS}
+    old = sa.MetaData()
+    for table in metrics_store_module.metadata.sorted_tables:
+        columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable,
+                             autoincrement=c.autoincrement)
+                   for c in table.columns if not (table.name == "step_runs" and c.name in v2)]
+        sa.Table(table.name, old, *columns)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        old.create_all(conn)
+        conn.execute(sa.text("INSERT INTO predcheck_schema (version, migrated_at) VALUES (1, 0)"))
+        conn.execute(sa.text("INSERT INTO step_runs (run_id, root_run_id, job, step_key, attempt, started_at, "
+                             "ended_at, duration_s, outcome, cpu_s) VALUES ('old', 'old', 'etl', 'crunch', 1, 0, 10, "
+                             "10, 'success', 2.5)"))
+    engine.dispose()
+
+
+def _migrates_version_1(url: str) -> None:
+    _create_version_1(url)
+    store = MetricsStore(url)
+    assert store.migrate() == SCHEMA_VERSION == 2
+    assert store.schema_version() == 2
+    with store.engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
+    assert {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS} <= columns
+    profile = {"dagster/compute": {"wall_s": 9.5, "cpu_user_s": 2.0}}
+    assert store.record_step_run(step_run("new", cpu_user_s=2.0, cpu_system_s=0.5, error_fingerprint="ab" * 20,
+                                          executor="multiprocess", deadline_s=60.0, stage_profile=profile,
+                                          netns_recv_bytes=10, netns_sent_bytes=20, samples_dropped=3,
+                                          profiler_errors=0))
+    old, new = store.step_runs(job="etl")
+    assert (old["run_id"], old["cpu_s"], old["cpu_user_s"], old["samples_dropped"]) == ("old", 2.5, None, None)
+    assert (new["cpu_user_s"], new["cpu_system_s"], new["executor"], new["samples_dropped"]) == (
+        2.0, 0.5, "multiprocess", 3)
+    assert json.loads(new["stage_profile"]) == profile
+
+
+def test_a_version_1_database_gains_the_profiler_columns(sqlite_url):
+    _migrates_version_1(sqlite_url)
+
+
+@pytest.mark.postgres
+def test_a_version_1_postgres_database_gains_the_profiler_columns(fresh_pg_url):
+    try:
+        _migrates_version_1(fresh_pg_url)
+    finally:
+        engine = metrics_store_module._ENGINES.pop(fresh_pg_url, None)
+        if engine is not None:
+            engine.dispose()
+        metrics_store_module._MIGRATED.discard(fresh_pg_url)
