@@ -258,6 +258,7 @@ class StepProfiler:
         """Begin the attempt at ``at`` (an event's timestamp; default now) and start sampling."""
         if self._first is not None:
             return self
+        self.started_at = time.time() if at is None else at
         try:
             self._begin(at)
             if self.interval_s > 0:
@@ -308,7 +309,11 @@ class StepProfiler:
             self._final_flush()
         except Exception as e:  # noqa: BLE001
             self._error("flush", e)
-        self._summary = self.summary()
+        try:
+            self._summary = self.summary()
+        except Exception as e:  # noqa: BLE001 - the step ends with what could be measured
+            self._error("summary", e)
+            self._summary = self._empty_summary()
         return self._summary
 
     # ---- stages -------------------------------------------------------------------------------
@@ -405,11 +410,24 @@ class StepProfiler:
             self._rss_last = (wall, rss)
 
     # ---- summary ------------------------------------------------------------------------------
+    def _empty_summary(self) -> dict[str, Any]:
+        """The figures when the process's counters could not be read: times only, no invented numbers."""
+        ended = self.ended_at if self.ended_at is not None else time.time()
+        return {
+            "started_at": self.started_at, "ended_at": ended, "duration_s": max(0.0, ended - self.started_at),
+            "cpu_s": None, "cpu_user_s": None, "cpu_system_s": None, "peak_rss_bytes": None, "mean_rss_bytes": None,
+            "read_bytes": None, "write_bytes": None, "netns_recv_bytes": None, "netns_sent_bytes": None,
+            "stage_durations": self.stage_durations,
+            "stage_profile": {name: figures.to_dict() for name, figures in self.stages.items()},
+            "work_units": self.work_units, "host": HOST, "dropped_samples": self.dropped_samples,
+            "profiler_errors": self.internal_errors + self.sink_errors,
+        }
+
     def summary(self) -> dict[str, Any]:
         first, last = self._first, self._last
         ended = self.ended_at if self.ended_at is not None else time.time()
         if first is None or last is None:
-            first = last = take_snapshot()
+            return self._empty_summary()
         peak = self._peak_seen if self._peaks_reset else None
         if peak is None:
             peak = last.hwm_bytes
