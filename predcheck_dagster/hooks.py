@@ -1,5 +1,8 @@
 """``predcheck_hooks``: record every step attempt's figures when the step ends.
 
+One hook for both outcomes (it reads the step's STEP_SUCCESS or STEP_FAILURE from the events it is
+given), so a step logs one HOOK_COMPLETED event, not a completed and a skipped one.
+
 A killed step (SIGKILL, the OOM killer) runs no hook: the reconciler records it from the event log.
 Neither does an attempt that Dagster retries (``RetryRequested``, a ``RetryPolicy``: its event is
 STEP_UP_FOR_RETRY, which fires no failure hook); ``predcheck import-history`` records those.
@@ -11,14 +14,14 @@ Guarantees:
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import DagsterEventType, HookContext, failure_hook, success_hook
+from dagster import DagsterEvent, DagsterEventType, HookContext, HookDefinition, HookExecutionResult
 
 from predcheck_dagster.outcome import deadline_from_tags, fingerprint_exception, label_outcome
 from predcheck_dagster.profiler import HOST, take_snapshot
-from predcheck_dagster.resource import ACTIVE_STEPS, FAILURE_HOOK_NAME, STEP_IO_BYTES, SUCCESS_HOOK_NAME
+from predcheck_dagster.resource import ACTIVE_STEPS, HOOK_NAME, STEP_IO_BYTES
 from predcheck_dagster.step_events import STEP_PROFILERS
 
 ERROR_MESSAGE_CHARS = 2000
@@ -146,14 +149,13 @@ def record_attempt(context: HookContext, outcome: str) -> None:
         context.log.warning(f"predcheck: step {context.step_key!r} not recorded: {type(e).__name__}: {e}")
 
 
-@success_hook(name=SUCCESS_HOOK_NAME, required_resource_keys={"predcheck"})
-def predcheck_success_hook(context: HookContext) -> None:
-    record_attempt(context, "success")
+def _on_step_end(context: HookContext, event_list: Sequence[DagsterEvent]) -> HookExecutionResult:
+    outcome = next(("success" if e.is_step_success else "failure" for e in event_list
+                    if e.is_step_success or e.is_step_failure), None)
+    if outcome is not None:
+        record_attempt(context, outcome)
+    return HookExecutionResult(hook_name=HOOK_NAME, is_skipped=outcome is None)
 
 
-@failure_hook(name=FAILURE_HOOK_NAME, required_resource_keys={"predcheck"})
-def predcheck_failure_hook(context: HookContext) -> None:
-    record_attempt(context, "failure")
-
-
-predcheck_hooks = {predcheck_success_hook, predcheck_failure_hook}
+predcheck_hook = HookDefinition(name=HOOK_NAME, hook_fn=_on_step_end, required_resource_keys={"predcheck"})
+predcheck_hooks = {predcheck_hook}

@@ -33,15 +33,17 @@ LABELLED_BY_DEADLINE = frozenset({"success", "failure", "crashed"})
 FINGERPRINT_FRAMES = 5
 FINGERPRINT_MESSAGE_CHARS = 1000
 
+# Patterns as strings: ``re`` compiles and caches them on first use, so importing this module (as
+# every step process does) compiles nothing.
 # Frames of Dagster's execution machinery (dagster/_core, dagster/_utils, dagster_shared, ...)
 # surround every user error; they are skipped so a Dagster upgrade does not change fingerprints.
-_FRAMEWORK_PATH = re.compile(r"[/\\](?:dagster[/\\]_|dagster_shared[/\\]|dagster_pipes[/\\])")
-_STACK_FRAME = re.compile(r'File "(?P<file>[^"]+)", line \d+, in (?P<function>[^\s]+)')
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-~@+=]+){2,}[\\/]?|[\w.\-]+(?:[\\/][\w.\-]+)+\.\w+")
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
-_HEX = re.compile(r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b")
-_NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:[eE][-+]?\d+)?")
-_SPACE = re.compile(r"\s+")
+_FRAMEWORK_PATH = r"[/\\](?:dagster[/\\]_|dagster_shared[/\\]|dagster_pipes[/\\])"
+_STACK_FRAME = r'File "(?P<file>[^"]+)", line \d+, in (?P<function>[^\s]+)'
+_PATH = r"(?:[A-Za-z]:)?(?:[\\/][\w.\-~@+=]+){2,}[\\/]?|[\w.\-]+(?:[\\/][\w.\-]+)+\.\w+"
+_UUID = r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+_HEX = r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"
+_NUMBER = r"[-+]?\d+(?:[.,]\d+)*(?:[eE][-+]?\d+)?"
+_SPACE = r"\s+"
 
 
 # ---- deadlines ------------------------------------------------------------------------------
@@ -72,11 +74,11 @@ def label_outcome(outcome: str, duration_s: float | None, deadline_s: float | No
 def normalise_message(message: str | None) -> str:
     """The message without what changes from run to run: paths, hex ids and numbers."""
     text = (message or "")[:FINGERPRINT_MESSAGE_CHARS * 4]
-    text = _PATH.sub("<path>", text)
-    text = _UUID.sub("<hex>", text)
-    text = _HEX.sub("<hex>", text)
-    text = _NUMBER.sub("<n>", text)
-    return _SPACE.sub(" ", text).strip()[:FINGERPRINT_MESSAGE_CHARS]
+    text = re.sub(_PATH, "<path>", text)
+    text = re.sub(_UUID, "<hex>", text)
+    text = re.sub(_HEX, "<hex>", text)
+    text = re.sub(_NUMBER, "<n>", text)
+    return re.sub(_SPACE, " ", text).strip()[:FINGERPRINT_MESSAGE_CHARS]
 
 
 def _basename(path: str) -> str:
@@ -89,7 +91,7 @@ def fingerprint_frames(frames: Iterable[tuple[str, str]]) -> list[str]:
     Args:
         frames: (file path, function name) from the outermost to the innermost frame.
     """
-    own = [f"{_basename(path)}:{function}" for path, function in frames if not _FRAMEWORK_PATH.search(path)]
+    own = [f"{_basename(path)}:{function}" for path, function in frames if not re.search(_FRAMEWORK_PATH, path)]
     return own[-FINGERPRINT_FRAMES:]
 
 
@@ -111,7 +113,7 @@ def frames_of_traceback(tb: TracebackType | None) -> list[tuple[str, str]]:
 
 def frames_of_stack(stack: Sequence[str] | None) -> list[tuple[str, str]]:
     """(file, function) parsed from formatted traceback lines (Dagster's ``SerializableErrorInfo.stack``)."""
-    return [(m["file"], m["function"]) for line in stack or () for m in _STACK_FRAME.finditer(line)]
+    return [(m["file"], m["function"]) for line in stack or () for m in re.finditer(_STACK_FRAME, line)]
 
 
 def fingerprint_exception(exc: BaseException) -> str:

@@ -31,8 +31,7 @@ DEFAULT_MODEL_NAME = "predcheck-forecaster"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
 DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
 
-SUCCESS_HOOK_NAME, FAILURE_HOOK_NAME = "predcheck_success_hook", "predcheck_failure_hook"
-HOOK_NAMES = frozenset({SUCCESS_HOOK_NAME, FAILURE_HOOK_NAME})
+HOOK_NAME = "predcheck_hook"
 # Steps of this process that hold a checkpointer, by (run_id, step_key): the hooks close them.
 ACTIVE_STEPS: dict[tuple[str, str], Checkpointer] = {}
 # Bytes read and written by the IO manager per (run_id, step_key), for the hooks' record.
@@ -214,7 +213,7 @@ class PredcheckResource(ConfigurableResource):
         if existing is not None:
             return existing
         metrics = self.metrics_store()
-        hooked = any(h.name in HOOK_NAMES for h in step.job_def.get_all_hooks_for_handle(step.node_handle))
+        hooked = any(h.name == HOOK_NAME for h in step.job_def.get_all_hooks_for_handle(step.node_handle))
         if not hooked:
             context.log.warning("predcheck: this step has no predcheck_hooks, so its attempts are not recorded; "
                                 "add them with pc.instrument(defs) or job.with_hooks(pc.predcheck_hooks).")
