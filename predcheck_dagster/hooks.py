@@ -13,7 +13,6 @@ Guarantees:
 """
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,20 +37,15 @@ def _step_start_time(context: HookContext) -> float | None:
 
 
 def _process_summary(started_at: float | None) -> dict[str, Any]:
-    """Figures for a step the listener did not profile: its whole process, from the OS."""
-    import resource
-
+    """Figures for a step the listener did not profile: its whole process since it started."""
     snap = take_snapshot()
-    now = time.time()
     if started_at is None:  # a rare path: psutil only here
         import psutil
 
         started_at = psutil.Process(os.getpid()).create_time()
-    started = started_at
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"started_at": started, "ended_at": now, "duration_s": now - started,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "cpu_user_s": usage.ru_utime, "cpu_system_s": usage.ru_stime,
-            "peak_rss_bytes": snap.hwm_bytes, "mean_rss_bytes": None,
+    return {"started_at": started_at, "ended_at": snap.wall, "duration_s": snap.wall - started_at,
+            "cpu_s": snap.cpu_user_s + snap.cpu_system_s, "cpu_user_s": snap.cpu_user_s,
+            "cpu_system_s": snap.cpu_system_s, "peak_rss_bytes": snap.hwm_bytes, "mean_rss_bytes": None,
             "read_bytes": snap.io[0] if snap.io else None, "write_bytes": snap.io[1] if snap.io else None,
             "netns_recv_bytes": None, "netns_sent_bytes": None, "stage_durations": {}, "stage_profile": {},
             "work_units": None, "host": HOST, "dropped_samples": None, "profiler_errors": None}

@@ -213,3 +213,22 @@ def test_a_hook_that_raises_leaves_the_step_and_its_own_error_unchanged(dagster_
     assert not failed.success
     errors = failure_errors(instance, failed.run_id)
     assert (errors["parse_rows"].cls_name, errors["divide_rows"].cls_name) == ("ValueError", "ZeroDivisionError")
+
+
+def test_without_the_listener_the_hooks_measure_what_they_can(dagster_home, instance, monkeypatch) -> None:
+    from predcheck_dagster import step_events
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no listener today")
+
+    monkeypatch.setattr(step_events, "listen", refuse)
+    url = f"sqlite:///{dagster_home}/m.db"
+    result = profiled_jobs.instrumented(url).get_job_def("profiled_job").execute_in_process(instance=instance)
+    assert result.success
+    assert "steps of this run are not profiled: RuntimeError: no listener today" in _warnings(instance, result.run_id)
+    rows = _rows(pc.MetricsStore(url), result.run_id)
+    # produce: the whole process since it started; transform: from its checkpointer call on
+    assert (rows["produce"]["measured_by"], rows["transform"]["measured_by"]) == ("process", "profiler")
+    assert rows["produce"]["cpu_user_s"] > 0 and rows["produce"]["stage_durations"] == "{}"
+    assert "square" in json.loads(rows["transform"]["stage_durations"])
+    assert all(r["outcome"] == "success" and r["ended_at"] >= r["started_at"] for r in rows.values())
