@@ -168,6 +168,31 @@ def test_samples_the_store_refuses_are_counted_on_the_step_row(backend, instance
     assert pc.MetricsStore(backend.store_url).samples(result.run_id, "sleepy") == []
 
 
+def test_a_store_that_hangs_on_samples_delays_the_step_by_at_most_the_flush_timeout(backend, instance,
+                                                                                    monkeypatch) -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def hang(self, rows):
+        release.wait(60)  # a database that stopped answering
+
+    monkeypatch.setattr(pc.MetricsStore, "add_samples", hang)
+    defs = profiled_jobs.instrumented(backend.store_url, sample_interval_s=0.05)
+    try:
+        started = time.monotonic()
+        result = defs.get_job_def("sleepy_job").execute_in_process(instance=instance)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert result.success and result.output_for_node("sleepy") == 7
+    assert elapsed < 0.6 + profiler_module.FLUSH_TIMEOUT_S + 5.0  # the op sleeps 0.6 s; Dagster's own cost
+    [row] = _rows(pc.MetricsStore(backend.store_url), result.run_id).values()
+    assert row["samples_dropped"] >= 5  # taken while the store hung, never confirmed stored
+    assert row["duration_s"] < 0.6 + 1.0  # the step itself was not held up
+
+
 # ---- item 4: a profiler that fails leaves the step's result unchanged ---------------------------
 UNREACHABLE_STORE = "postgresql+psycopg2://nobody@127.0.0.1:9/none"
 
