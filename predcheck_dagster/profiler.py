@@ -294,7 +294,7 @@ class StepProfiler:
             self._netns1 = PROC.netns()
         except Exception as e:  # noqa: BLE001
             self._error("end", e)
-            self.ended_at = time.time()
+            self.ended_at = time.time() if at is None else at
         self._stop.set()
         if self._sampler is not None and self._sampler is not threading.current_thread():
             self._sampler.join(timeout=1.0)
