@@ -262,6 +262,13 @@ class StepProfiler:
         try:
             self._begin(at)
             if self.interval_s > 0:
+                # Both threads start now, before the op runs: a thread started later would reserve
+                # its stack under whatever limits the op sets (an RLIMIT_AS memory cap, say) and
+                # take that room from the op.
+                if self._sink is not None:
+                    self._writer = threading.Thread(target=self._write_loop, daemon=True,
+                                                    name=f"predcheck-writer-{self.step_key}")
+                    self._writer.start()
                 self._sampler = threading.Thread(target=self._sample_loop, name=f"predcheck-sampler-{self.step_key}",
                                                  daemon=True)
                 self._sampler.start()
@@ -479,10 +486,6 @@ class StepProfiler:
         with self._buffer_lock:
             self._buffer.append(sample)
             self._trim()
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, name=f"predcheck-writer-{self.step_key}",
-                                            daemon=True)
-            self._writer.start()
         self._wake.set()
 
     def _trim(self) -> None:
@@ -534,13 +537,16 @@ class StepProfiler:
                 self.samples_stored += len(batch)
         return True
 
+    def release(self) -> None:
+        """End the attempt without waiting for anything (an attempt no hook will record): the
+        writer stores what it holds, if it can, and exits."""
+        self.end()
+        self._closing = True
+        self._wake.set()
+
     def _final_flush(self) -> None:
-        with self._buffer_lock:
-            pending = len(self._buffer) + self._in_flight
-        if not pending:
-            return
         if self._writer is not None:
-            self._closing = True
+            self._closing = True  # the writer stores what is buffered once more, then exits
             self._wake.set()
             if not self._flushed.wait(self.flush_timeout_s):
                 LOG.warning("predcheck: the metrics store did not take the samples of %r within %.1f s; "

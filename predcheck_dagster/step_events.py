@@ -79,8 +79,8 @@ class StepEventListener:
             key = (self.run_id, event.step_key)
             if kind in _STARTS:
                 previous = STEP_PROFILERS.get(key)
-                if previous is not None:  # an earlier attempt of this step in this process
-                    previous.end()
+                if previous is not None:  # an earlier attempt (retried) that no hook recorded
+                    previous.release()
                 STEP_PROFILERS[key] = self.make_profiler(event.step_key).start(at=entry.timestamp)
                 return
             profiler = STEP_PROFILERS.get(key)
@@ -122,4 +122,4 @@ def unlisten(instance: DagsterInstance, run_id: str) -> None:
     if subscribers is not None and listener in subscribers.get(run_id, ()):
         subscribers[run_id].remove(listener)
     for key in [k for k in STEP_PROFILERS if k[0] == run_id]:
-        STEP_PROFILERS.pop(key).end()
+        STEP_PROFILERS.pop(key).release()

@@ -290,3 +290,26 @@ def test_the_network_figures_are_the_namespace_counters():
     interfaces.pop("lo", None)
     assert recv >= sum(int(v[0]) for v in interfaces.values())  # counters only grow
     assert sent >= sum(int(v[8]) for v in interfaces.values())
+
+
+def test_both_threads_start_with_the_attempt_and_exit_when_it_is_recorded():
+    """Threads started later would reserve their stacks under limits the op sets (RLIMIT_AS)."""
+    batches: list[list[dict]] = []
+    profiler = StepProfiler("run-1", "threads", sink=batches.append, interval_s=60).start()
+    names = {t.name for t in threading.enumerate()}
+    assert {"predcheck-sampler-threads", "predcheck-writer-threads"} <= names  # before any sample
+    profiler.stop()
+    assert wait_until(lambda: not {"predcheck-sampler-threads", "predcheck-writer-threads"}
+                      & {t.name for t in threading.enumerate()})
+    assert batches == []  # a step shorter than the interval writes no sample
+
+
+def test_release_ends_an_unrecorded_attempt_without_waiting():
+    release = threading.Event()
+    profiler = StepProfiler("run-1", "released", sink=lambda batch: release.wait(30), interval_s=0.01).start()
+    assert wait_until(lambda: profiler.samples_taken >= 1)
+    started = time.monotonic()
+    profiler.release()
+    assert time.monotonic() - started < 0.5  # the hung sink is not waited for
+    release.set()
+    assert wait_until(lambda: "predcheck-writer-released" not in {t.name for t in threading.enumerate()})
