@@ -5,13 +5,13 @@ Loaded by ``dagster dev -w workspace.yaml`` with this folder as working director
 
 import os
 
-from dagster import Definitions, define_asset_job
+from dagster import AssetSelection, Definitions, define_asset_job
 
 import predcheck_dagster as pc
-from assets.forecaster import forecaster_model
+from assets.forecaster import forecaster_assets
 from io_managers.checkpoints import checkpoint_io_manager
 from predcheck_dagster.demo.pipelines import DEMO_JOBS
-from sensors.predcheck_sensors import forecast_sensor, resume_sensor
+from sensors.predcheck_sensors import forecast_sensor, resume_sensor, retrain_sensor
 
 predcheck = pc.PredcheckResource(
     store_url=os.environ.get("PREDCHECK_STORE_URL"),
@@ -21,10 +21,11 @@ predcheck = pc.PredcheckResource(
     sample_interval_s=0.5,
 )
 
-train_forecaster_job = define_asset_job("train_forecaster", selection=[forecaster_model])
+# the history, its blocking great-expectations checks, both candidate families and the champion gate
+train_forecaster_job = define_asset_job("train_forecaster", selection=AssetSelection.groups("predcheck"))
 
 defs = pc.instrument(
-    Definitions(jobs=[*DEMO_JOBS, train_forecaster_job], assets=[forecaster_model],
-                sensors=[forecast_sensor, resume_sensor]),
+    Definitions(jobs=[*DEMO_JOBS, train_forecaster_job], assets=forecaster_assets,
+                sensors=[forecast_sensor, resume_sensor, retrain_sensor]),
     predcheck=predcheck, io_manager=checkpoint_io_manager, sensors=False,
 )

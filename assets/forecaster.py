@@ -1,4 +1,4 @@
-"""The forecaster training asset of this code location."""
+"""The forecaster training assets of this code location: step_history -> candidates -> champion."""
 
 from pathlib import Path
 
@@ -6,4 +6,4 @@ import predcheck_dagster.training as training
 
 MODEL_CODE = str(Path(__file__).resolve().parents[1] / "mlflow_models" / "forecaster.py")
 
-forecaster_model = training.build_forecaster_asset(model_code_path=MODEL_CODE)
+forecaster_assets = training.build_forecaster_assets(model_code_path=MODEL_CODE)

@@ -17,6 +17,7 @@ from predcheck_dagster.errors import PredcheckError
 
 EXIT_LOOP_OPEN = 1
 EXIT_USAGE = 2
+PROGRESS_LINE_S = 5.0
 
 
 def _ensure_home(home: str | None) -> str:
@@ -102,23 +103,18 @@ def _serve_uis(home: str, workspace: str, port: int, mlflow_port: int) -> None:
 
 
 @main.command(help="Train the forecaster on the metrics store and register it in MLflow.")
-@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL (default: embedded SQLite).")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL. Default: the DAGSTER_HOME "
+              "instance's PostgreSQL when its storage is dagster-postgres, else the embedded SQLite.")
 @click.option("--tracking-uri", envvar="PREDCHECK_TRACKING_URI", help="MLflow tracking URI (default: embedded).")
 @click.option("--model-code", default="mlflow_models/forecaster.py", show_default=True,
               type=click.Path(exists=True, dir_okay=False), help="Models-from-code file of the pyfunc.")
 def train(store_url: str | None, tracking_uri: str | None, model_code: str) -> None:
     from predcheck_dagster.forecaster import train_and_register
-    from predcheck_dagster.metrics_store import MetricsStore
-    from predcheck_dagster.resource import (
-        DEFAULT_MODEL_NAME,
-        default_artifact_root,
-        default_store_url,
-        default_tracking_uri,
-    )
+    from predcheck_dagster.resource import DEFAULT_MODEL_NAME, default_artifact_root, default_tracking_uri
 
     _ensure_home(None)
     try:
-        result = train_and_register(MetricsStore(store_url or default_store_url()),
+        result = train_and_register(_store_for_cli(store_url),
                                     tracking_uri or default_tracking_uri(), default_artifact_root(),
                                     DEFAULT_MODEL_NAME, os.path.abspath(model_code))
     except PredcheckError as e:
@@ -129,19 +125,18 @@ def train(store_url: str | None, tracking_uri: str | None, model_code: str) -> N
 
 @main.command("import-history", help="Backfill the metrics store from the Dagster instance's event log "
               "(step starts, successes, failures, retries), so a forecaster can train on day one.")
-@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL (default: embedded SQLite).")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL. Default: the DAGSTER_HOME "
+              "instance's PostgreSQL when its storage is dagster-postgres, else the embedded SQLite.")
 @click.option("--since", type=click.DateTime(), help="Only runs created after this time (UTC).")
 def import_history_command(store_url: str | None, since) -> None:
     from dagster import DagsterInstance, RunsFilter
 
     from predcheck_dagster.history_import import FINISHED, import_history
-    from predcheck_dagster.metrics_store import MetricsStore
-    from predcheck_dagster.resource import default_store_url
 
     if not os.environ.get("DAGSTER_HOME"):
         raise click.UsageError("DAGSTER_HOME is not set: point it at the instance whose history to import.")
     since = since.replace(tzinfo=UTC) if since else None
-    store = MetricsStore(store_url or default_store_url())
+    store = _store_for_cli(store_url)
     with DagsterInstance.get() as instance:
         total = instance.get_runs_count(RunsFilter(statuses=FINISHED, created_after=since))
         try:
@@ -151,6 +146,46 @@ def import_history_command(store_url: str | None, since) -> None:
             raise click.ClickException(str(e)) from e
     click.echo(f"imported {report.attempts} step attempt(s) from {report.runs} run(s); "
                f"{report.skipped} already recorded")
+
+
+@main.command("trace-eval", help="Train on a real trace before a split, score after it, next to the baselines.")
+@click.option("--format", "fmt", required=True, type=click.Choice(["google2011", "swf", "flowbench"]),
+              help="Trace format: Google 2011 job_events CSV parts, an SWF log, FlowBench zips.")
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(),
+              help="A trace file or a directory of them (repeatable).")
+@click.option("--split-at", required=True, help="A fraction of attempts by start (0.75) or a trace time "
+              "(1468800 seconds, 17d, 36h): train on what ended before it, score what started after it.")
+@click.option("--label", type=click.Choice(["fail", "overrun"]), default="fail", show_default=True,
+              help="What to predict.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False),
+              help="Results JSON; PR and calibration plots are written beside it.")
+@click.option("--model", "families", multiple=True, type=click.Choice(["xgboost", "lstm"]),
+              help="Model families to train (default: both).")
+@click.option("--skip-bad", is_flag=True, help="Skip (and count) malformed lines instead of stopping at the first.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def trace_eval_command(fmt: str, inputs: tuple[str, ...], split_at: str, label: str, output: str,
+                       families: tuple[str, ...], skip_bad: bool, no_progress: bool) -> None:
+    from predcheck_dagster.models import FAMILIES
+    from predcheck_dagster.trace_eval import Split, evaluate, table, write_outputs
+    from predcheck_dagster.traces import read_trace
+
+    try:
+        split = Split.parse(split_at)
+        t0 = time.perf_counter()
+        frame, report = read_trace(fmt, list(inputs), skip_bad=skip_bad, progress=not no_progress)
+        read_s = time.perf_counter() - t0
+        click.echo(f"read {report.summary()} in {read_s:.1f}s", err=True)
+        result = evaluate(frame, label, split, families or FAMILIES, log=lambda m: click.echo(m, err=True),
+                          progress=not no_progress)
+        result["timings"]["read_s"] = read_s
+        written = write_outputs(result, output, {
+            "format": fmt, "inputs": [os.path.abspath(p) for p in inputs], "split_at": split_at,
+            "read_report": {"files": report.files, "lines": report.lines, "attempts": report.attempts,
+                            "bad_lines_skipped": report.bad_lines_skipped, "dropped": report.dropped}})
+    except (PredcheckError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(table(result))
+    click.echo("wrote " + ", ".join(written))
 
 
 @main.group(help="List, show and garbage-collect checkpoints.")
@@ -199,3 +234,110 @@ def checkpoints_gc(keep: int, root: str | None) -> None:
     for stream in store.streams():
         removed += store.collect_garbage(stream, keep, verify=True)
     click.echo(f"removed {removed} checkpoint(s)")
+
+
+class Duration(click.ParamType):
+    """A duration: a number of seconds, or a number with a unit s, m, h, d, w (``7d``, ``90s``, ``1.5h``)."""
+
+    name = "duration"
+    UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:]) if text else None
+        number = text[:-1] if unit else text
+        try:
+            seconds = float(number) * (unit or 1.0)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration: use e.g. 7d, 12h, 30m, 90s or a number of seconds", param, ctx)
+        if seconds < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return seconds
+
+
+def _store_for_cli(store_url: str | None, spool_dir: str | None = None):
+    """``--store-url``; else the DAGSTER_HOME instance's dagster-postgres database; else the embedded SQLite."""
+    from predcheck_dagster.metrics_store import MetricsStore
+    from predcheck_dagster.resource import default_spool_dir, default_store_url, instance_store_url
+
+    url = store_url
+    if url is None and os.environ.get("DAGSTER_HOME") and os.path.exists(
+            os.path.join(os.environ["DAGSTER_HOME"], "dagster.yaml")):
+        from dagster import DagsterInstance
+
+        with DagsterInstance.get() as instance:
+            url = instance_store_url(instance)
+    return MetricsStore(url or default_store_url(), spool_dir=spool_dir or default_spool_dir())
+
+
+@main.group(help="Maintain the metrics store: migrate, flush the local spool, compact old samples.")
+def store() -> None:
+    pass
+
+
+_STORE_URL_HELP = ("Metrics store URL. Default: the DAGSTER_HOME instance's PostgreSQL when its storage is "
+                   "dagster-postgres, else the embedded SQLite.")
+
+
+@store.command("migrate", help="Bring the metrics store's schema to this version's (run it before a deploy "
+               "that changes the schema: a large step_samples table makes migration 3 take a while).")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help=_STORE_URL_HELP)
+def store_migrate(store_url: str | None) -> None:
+    from predcheck_dagster.metrics_store import redact_url
+
+    metrics = _store_for_cli(store_url)
+    try:
+        version = metrics.migrate()
+    except PredcheckError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{redact_url(metrics.url)}: schema version {version}")
+
+
+@store.command("flush", help="Write the step records spooled on this host (while the store was unreachable) "
+               "into the store. The sensors do this on every tick; this is for hosts without them.")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help=_STORE_URL_HELP)
+@click.option("--spool-dir", help="The spool directory (default: $DAGSTER_HOME/predcheck/spool).")
+def store_flush(store_url: str | None, spool_dir: str | None) -> None:
+    metrics = _store_for_cli(store_url, spool_dir)
+    files = len(metrics.spool.files())
+    click.echo(f"{files} spool file(s) in {metrics.spool.directory}")
+    report = metrics.flush_spool()
+    click.echo(report.message())
+    if report.errors:
+        sys.exit(1)
+
+
+@store.command("compact", help="Downsample the samples of finished steps: keep one per --keep-every per step, "
+               "for steps whose attempts all ended more than --older-than ago. Idempotent; safe while "
+               "steps run (in-flight steps are not touched).")
+@click.option("--older-than", "older_than", type=Duration(), default="7d", show_default=True,
+              help="Only steps that ended longer ago than this.")
+@click.option("--keep-every", "keep_every", type=Duration(), default="60s", show_default=True,
+              help="Keep one sample per this period of each step (0: delete those samples).")
+@click.option("--batch-steps", default=200, show_default=True, help="Steps per transaction.")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help=_STORE_URL_HELP)
+def store_compact(older_than: float, keep_every: float, batch_steps: int, store_url: str | None) -> None:
+    from predcheck_dagster.metrics_store import redact_url
+
+    metrics = _store_for_cli(store_url)
+    click.echo(f"compacting {redact_url(metrics.url)}: samples of steps ended more than {older_than:.0f} s ago, "
+               + (f"one per {keep_every:g} s kept" if keep_every else "all deleted"), err=True)
+    state = {"done": 0, "shown_at": time.monotonic()}
+    interactive = sys.stderr.isatty()
+    with click.progressbar(length=1, label="steps", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - state["done"])
+            state["done"] = done
+            if not interactive and (time.monotonic() - state["shown_at"] >= PROGRESS_LINE_S or done == total):
+                click.echo(f"  {done}/{total} steps compacted", err=True)  # a line for logs (no bar off a TTY)
+                state["shown_at"] = time.monotonic()
+
+        try:
+            report = metrics.compact(older_than_s=older_than, keep_every_s=keep_every or None,
+                                     batch_steps=batch_steps, progress=progress)
+        except PredcheckError as e:
+            raise click.ClickException(str(e)) from e
+    click.echo(report.message())

@@ -48,6 +48,22 @@ class TrainingDataError(PredcheckError, ValueError):
     """The step history cannot train a forecaster (too few rows, one class only, ...)."""
 
 
+class TraceFormatError(PredcheckError, ValueError):
+    """A real trace file (Google 2011, SWF, FlowBench) is malformed: a bad line, or a corrupt gzip or zip.
+
+    ``path`` names the file (for FlowBench, ``zip!member``) and ``line`` the 1-based line, when known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class EvaluationInputError(PredcheckError, ValueError):
+    """Labels and probabilities cannot be scored or calibrated (lengths differ, values out of range, ...)."""
+
+
 class RelaunchError(PredcheckError, RuntimeError):
     """A re-execution could not be launched."""
 

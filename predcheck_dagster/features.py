@@ -1,82 +1,279 @@
-"""Features of a step attempt, the same for training and live scoring (pure: numpy only).
+"""Features of an attempt, the same for training and live scoring (pure: no numpy needed).
 
-A row describes one step attempt at one moment of its life: what its (job, step) history said
-before it started, and what its live samples show so far.
+An *attempt* is one execution of a recurring unit: a Dagster step (pipeline ``job:step``, group
+``job``) or a job of a real trace (pipeline ``user:program``, group ``user``). It is a mapping with
+``pipeline``, ``group``, ``started_at``, ``ended_at``, ``duration_s``, ``outcome`` and optionally
+``requested_s`` (a deadline or requested runtime), ``input_bytes``, ``peak_rss_bytes``,
+``work_units`` and static ``x_*`` attributes known when it was submitted.
+
+A row describes one attempt at one moment of its life: what the histories of its pipeline, its
+group and the whole system said before it started, the calendar, and what its live samples show.
 
 Guarantees:
-    - History features use only attempts that *ended* before the scored attempt started.
-    - ``feature_row`` is the one function both the trainer and the sensor call.
+    - History features use only attempts that *ended* strictly before the scored attempt started.
+    - Every history feature reads a bounded window (the last ``PIPELINE_WINDOW`` attempts of the
+      pipeline, the last ``GROUP_WINDOW`` of the group, the last hour), so live scoring from a
+      store query of those windows gives exactly the row the training sweep built. (Whether a past
+      attempt overran without a requested time is judged against the median before it: give the
+      live path twice the pipeline window.)
+    - ``HistoryIndex`` is the one code path: ``history_rows`` (training, a sweep over attempts in
+      time order) and ``feature_row`` (the sensor) both feed it and read ``HistoryIndex.features``.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 FAILED_OUTCOMES = frozenset({"failure", "crashed", "timeout"})
+FINISHED_OUTCOMES = FAILED_OUTCOMES | {"success", "canceled"}
 PRIOR_FAILURES, PRIOR_ATTEMPTS = 1.0, 4.0  # Beta prior of the smoothed failure rate
-HISTORY_WINDOW = 20
+PIPELINE_WINDOW = 20
+GROUP_WINDOW = 50
+HISTORY_WINDOW = PIPELINE_WINDOW  # kept for callers that size store queries
+RECENT_S = 3600.0  # "the last hour" of burst and incident counters
+EW_ALPHA = 0.3  # weight of the newest attempt in the exponentially weighted failure rate
+OVERRUN_TOLERANCE = 0.99  # overran: duration >= 0.99 x requested (the Parallel Workloads Archive rule)
+OVERRUN_FACTOR = 1.5  # without a requested time: duration > 1.5 x the pipeline's median success
+SEQ_LEN = 8  # past attempts the sequence model sees, newest first
+SEQ_FIELDS = ("failed", "canceled", "log_duration", "log_age", "overran")
 LIVE_WINDOW = 6
 # The sensor scores a step from its newest samples only (MetricsStore.recent_samples, per_step=12),
 # so the sample count is capped at that many, in training as at scoring time.
 SCORED_SAMPLES = 12
+LIVE_SEQ_FIELDS = ("elapsed_frac", "rss_ratio", "cpu_util")
+# The sample fields live_features reads: the sensor fetches only these (and what it shows) per step.
+LIVE_SAMPLE_FIELDS = ("elapsed_s", "cpu_s", "rss_bytes", "work_units", "input_bytes", "stage")
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "hist_n", "hist_fail_rate", "last_failed", "consecutive_failures", "log_since_last_failure_s",
-    "hist_duration_p50", "hist_duration_p90", "hist_peak_rss_p50",
-    "elapsed_s", "elapsed_ratio", "log_rss", "rss_ratio", "rss_slope_ratio", "cpu_util",
-    "work_rate_ratio", "input_ratio", "n_samples",
+HISTORY_FEATURES: tuple[str, ...] = (
+    # the pipeline's own history
+    "hist_n", "hist_fail_rate", "hist_ew_fail", "last_failed", "last2_failed", "last3_failed", "last_canceled",
+    "consecutive_failures", "log_since_last_failure_s", "log_since_last_end_s", "last_log_duration",
+    "last_failure_log_duration", "hist_duration_p50", "hist_duration_p90", "duration_trend",
+    "hist_overrun_rate", "last_overran", "requested_ratio", "tsafrir_ratio", "last_duration_ratio",
+    "hist_peak_rss_p50", "rss_trend",
+    # its group's (the job's, the user's) and the whole system's
+    "group_n", "group_fail_rate", "group_overrun_rate", "group_tsafrir_ratio", "group_last_duration_ratio",
+    "group_same_request_n", "group_same_request_overrun_rate",
+    "group_failures_1h", "group_consecutive_failures", "group_log_since_last_failure_s", "global_failures_1h",
+    # load and calendar
+    "pipeline_inflight", "pipeline_starts_1h", "group_starts_1h", "hour_of_day", "day_of_week",
 )
+LIVE_FEATURES: tuple[str, ...] = (
+    "elapsed_s", "elapsed_ratio", "log_rss", "rss_ratio", "rss_slope_ratio", "cpu_util",
+    "work_rate_ratio", "input_ratio", "n_samples", "stage_rank", "stage_elapsed_s",
+)
+FEATURE_NAMES: tuple[str, ...] = HISTORY_FEATURES + LIVE_FEATURES
+SEQUENCE_NAMES: tuple[str, ...] = tuple(f"seq{i}_{f}" for i in range(SEQ_LEN) for f in SEQ_FIELDS)
+LIVE_SEQUENCE_NAMES: tuple[str, ...] = tuple(f"live{j}_{f}" for j in range(SCORED_SAMPLES) for f in LIVE_SEQ_FIELDS)
+# The one model signature: flat features for every family, sequences for the sequence model.
+MODEL_INPUT_NAMES: tuple[str, ...] = FEATURE_NAMES + SEQUENCE_NAMES + LIVE_SEQUENCE_NAMES
+NAN = math.nan
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
+def is_failed(outcome: str) -> bool:
+    return outcome in FAILED_OUTCOMES
+
+
+def quantile(values: Sequence[float], q: float) -> float:
     if not values:
-        return math.nan
+        return NAN
     ordered = sorted(values)
     pos = q * (len(ordered) - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def history_features(history: Sequence[Mapping[str, Any]], started_at: float) -> dict[str, float]:
-    """Features of the (job, step) history before ``started_at``; ``history`` is sorted by end time."""
-    past = [h for h in history if h["ended_at"] < started_at][-HISTORY_WINDOW:]
-    failed = [h["outcome"] in FAILED_OUTCOMES for h in past]
-    consecutive = 0
-    for f in reversed(failed):
-        if not f:
-            break
-        consecutive += 1
-    last_failure = max((h["ended_at"] for h, f in zip(past, failed) if f), default=None)
-    ok = [h for h, f in zip(past, failed) if not f]
-    durations = [h["duration_s"] for h in ok if h.get("duration_s") is not None]
-    rss = [h["peak_rss_bytes"] for h in ok if h.get("peak_rss_bytes")]
-    rates = [h["work_units"] / h["duration_s"] for h in ok
-             if h.get("work_units") and h.get("duration_s")]
-    inputs = [h["input_bytes"] for h in past if h.get("input_bytes")]
-    return {
-        "hist_n": float(len(past)),
-        "hist_fail_rate": (sum(failed) + PRIOR_FAILURES) / (len(past) + PRIOR_ATTEMPTS),
-        "last_failed": float(failed[-1]) if failed else math.nan,
-        "consecutive_failures": float(consecutive),
-        "log_since_last_failure_s": math.log1p(started_at - last_failure) if last_failure else math.nan,
-        "hist_duration_p50": _quantile(durations, 0.5),
-        "hist_duration_p90": _quantile(durations, 0.9),
-        "hist_peak_rss_p50": _quantile(rss, 0.5),
-        "_hist_work_rate": _quantile(rates, 0.5),
-        "_hist_input_bytes": _quantile(inputs, 0.5),
-    }
+def _log1p_age(now: float, then: float | None) -> float:
+    return math.log1p(max(0.0, now - then)) if then is not None else NAN
+
+
+def overran(attempt: Mapping[str, Any], median_success_s: float = NAN) -> float:
+    """1.0 if the attempt overran, 0.0 if not, NaN if it cannot be told.
+
+    With a requested runtime (a deadline, SWF's req_time): duration >= 0.99 x requested. Without
+    one: duration > 1.5 x the pipeline's median successful duration before it.
+    """
+    requested = attempt.get("requested_s")
+    if requested is not None and requested == requested and requested > 0:
+        return float(attempt["duration_s"] >= OVERRUN_TOLERANCE * requested)
+    if median_success_s == median_success_s and median_success_s > 0:
+        return float(attempt["duration_s"] > OVERRUN_FACTOR * median_success_s)
+    return NAN
+
+
+class _Window:
+    """The newest ``size`` ended attempts of one pipeline or group, plus the last-hour counters."""
+
+    __slots__ = ("attempts", "overran", "failure_ends", "starts", "inflight")
+
+    def __init__(self, size: int) -> None:
+        self.attempts: deque[Mapping[str, Any]] = deque(maxlen=size)
+        # did each of them overrun, judged when it ended (requested time, else 1.5 x the median then)
+        self.overran: deque[float] = deque(maxlen=size)
+        self.failure_ends: deque[float] = deque()
+        self.starts: deque[float] = deque()
+        self.inflight = 0
+
+    @staticmethod
+    def _trim(times: deque[float], since: float) -> int:
+        while times and times[0] < since:
+            times.popleft()
+        return len(times)
+
+
+class HistoryIndex:
+    """What was known at a moment: ended attempts per pipeline and group, starts, failures.
+
+    Feed it in time order: ``start(a)`` when an attempt starts, ``end(a)`` when it ends (an attempt
+    that ``end``s without a ``start`` is simply history). ``features(a, at)`` reads it.
+    """
+
+    def __init__(self) -> None:
+        self.pipelines: dict[str, _Window] = {}
+        self.groups: dict[str, _Window] = {}
+        self.failure_ends: deque[float] = deque()
+
+    def _windows(self, attempt: Mapping[str, Any]) -> tuple[_Window, _Window]:
+        p = self.pipelines.get(attempt["pipeline"])
+        if p is None:
+            p = self.pipelines[attempt["pipeline"]] = _Window(PIPELINE_WINDOW)
+        g = self.groups.get(attempt["group"])
+        if g is None:
+            g = self.groups[attempt["group"]] = _Window(GROUP_WINDOW)
+        return p, g
+
+    def start(self, attempt: Mapping[str, Any]) -> None:
+        p, g = self._windows(attempt)
+        p.inflight += 1
+        p.starts.append(attempt["started_at"])
+        g.starts.append(attempt["started_at"])
+
+    def end(self, attempt: Mapping[str, Any], started: bool = True) -> None:
+        p, g = self._windows(attempt)
+        if started:
+            p.inflight = max(0, p.inflight - 1)
+        p.overran.append(overran(attempt, quantile([h["duration_s"] for h in p.attempts
+                                                    if h["outcome"] == "success"], 0.5)))
+        p.attempts.append(attempt)
+        g.attempts.append(attempt)
+        if is_failed(attempt["outcome"]):
+            p.failure_ends.append(attempt["ended_at"])
+            g.failure_ends.append(attempt["ended_at"])
+            self.failure_ends.append(attempt["ended_at"])
+
+    def features(self, attempt: Mapping[str, Any], at: float) -> dict[str, float]:
+        """History, group, system and calendar features of ``attempt`` as known at ``at``."""
+        p, g = self._windows(attempt)
+        past = list(p.attempts)
+        failed = [is_failed(h["outcome"]) for h in past]
+        consecutive = 0
+        for f in reversed(failed):
+            if not f:
+                break
+            consecutive += 1
+        ew = NAN
+        for f in failed:
+            ew = float(f) if ew != ew else (1 - EW_ALPHA) * ew + EW_ALPHA * f
+        last_failure = next((h for h, f in zip(reversed(past), reversed(failed)) if f), None)
+        ok = [h for h, f in zip(past, failed) if not f and h["outcome"] == "success"]
+        durations = [h["duration_s"] for h in ok]
+        p50 = quantile(durations, 0.5)
+        rss = [h["peak_rss_bytes"] for h in ok if h.get("peak_rss_bytes")]
+        rss_p50 = quantile(rss, 0.5)
+        over_all = list(p.overran)
+        over = [o for o in over_all if o == o]
+        requested = attempt.get("requested_s")
+        requested = requested if requested is not None and requested == requested and requested > 0 else None
+        last_two = [h["duration_s"] for h in past[-2:]]
+
+        g_past = list(g.attempts)
+        g_failed = [is_failed(h["outcome"]) for h in g_past]
+        g_consecutive = 0
+        for f in reversed(g_failed):
+            if not f:
+                break
+            g_consecutive += 1
+        g_over = [o for o in (overran(h) for h in g_past) if o == o]
+        g_last_two = [h["duration_s"] for h in g_past[-2:]]
+        # the group's past attempts that asked for the same time: did they hit that limit?
+        same = [overran(h) for h in g_past if requested and h.get("requested_s") == requested]
+        g_last_failure = next((h["ended_at"] for h, f in zip(reversed(g_past), reversed(g_failed)) if f), None)
+        since = at - RECENT_S
+        calendar = time.gmtime(at) if at > 0 else None
+        last = past[-1] if past else None
+        return {
+            "hist_n": float(len(past)),
+            "hist_fail_rate": (sum(failed) + PRIOR_FAILURES) / (len(past) + PRIOR_ATTEMPTS),
+            "hist_ew_fail": ew,
+            "last_failed": float(failed[-1]) if failed else NAN,
+            "last2_failed": float(failed[-2]) if len(failed) >= 2 else NAN,
+            "last3_failed": float(failed[-3]) if len(failed) >= 3 else NAN,
+            "last_canceled": float(last["outcome"] == "canceled") if last else NAN,
+            "consecutive_failures": float(consecutive),
+            "log_since_last_failure_s": _log1p_age(at, last_failure["ended_at"] if last_failure else None),
+            "log_since_last_end_s": _log1p_age(at, last["ended_at"] if last else None),
+            "last_log_duration": math.log1p(last["duration_s"]) if last else NAN,
+            "last_failure_log_duration": math.log1p(last_failure["duration_s"]) if last_failure else NAN,
+            "hist_duration_p50": p50,
+            "hist_duration_p90": quantile(durations, 0.9),
+            "duration_trend": math.log((durations[-1] + 1) / (p50 + 1)) if durations else NAN,
+            "hist_overrun_rate": sum(over) / len(over) if over else NAN,
+            "last_overran": over_all[-1] if over_all else NAN,
+            "requested_ratio": requested / p50 if requested and p50 == p50 and p50 > 0 else NAN,
+            # Tsafrir, Etsion & Feitelson (2007): the mean of the last two runtimes predicts the next
+            "tsafrir_ratio": (sum(last_two) / len(last_two)) / requested if requested and last_two else NAN,
+            "last_duration_ratio": last["duration_s"] / requested if requested and last else NAN,
+            "hist_peak_rss_p50": rss_p50,
+            "rss_trend": rss[-1] / rss_p50 if rss and rss_p50 > 0 else NAN,
+            "group_n": float(len(g_past)),
+            "group_fail_rate": (sum(g_failed) + PRIOR_FAILURES) / (len(g_past) + PRIOR_ATTEMPTS),
+            "group_overrun_rate": sum(g_over) / len(g_over) if g_over else NAN,
+            # Tsafrir et al. predict from the *user's* last two jobs: the group's, here
+            "group_tsafrir_ratio": (sum(g_last_two) / len(g_last_two)) / requested if requested and g_last_two else NAN,
+            "group_last_duration_ratio": g_last_two[-1] / requested if requested and g_last_two else NAN,
+            "group_same_request_n": float(len(same)),
+            "group_same_request_overrun_rate": sum(same) / len(same) if same else NAN,
+            "group_failures_1h": float(_Window._trim(g.failure_ends, since)),
+            "group_consecutive_failures": float(g_consecutive),
+            "group_log_since_last_failure_s": _log1p_age(at, g_last_failure),
+            "global_failures_1h": float(_Window._trim(self.failure_ends, since)),
+            "pipeline_inflight": float(p.inflight),
+            "pipeline_starts_1h": float(_Window._trim(p.starts, since)),
+            "group_starts_1h": float(_Window._trim(g.starts, since)),
+            "hour_of_day": float(calendar.tm_hour) if calendar else NAN,
+            "day_of_week": float(calendar.tm_wday) if calendar else NAN,
+        }
+
+    def sequence(self, attempt: Mapping[str, Any], at: float) -> dict[str, float]:
+        """The pipeline's last ``SEQ_LEN`` attempts, newest first, as ``seq{i}_{field}`` (NaN = none)."""
+        p, _ = self._windows(attempt)
+        past = list(p.attempts)[-SEQ_LEN:][::-1]
+        flags = list(p.overran)[-SEQ_LEN:][::-1]
+        out: dict[str, float] = {}
+        for i in range(SEQ_LEN):
+            h = past[i] if i < len(past) else None
+            out[f"seq{i}_failed"] = float(is_failed(h["outcome"])) if h else NAN
+            out[f"seq{i}_canceled"] = float(h["outcome"] == "canceled") if h else NAN
+            out[f"seq{i}_log_duration"] = math.log1p(h["duration_s"]) if h else NAN
+            out[f"seq{i}_log_age"] = _log1p_age(at, h["ended_at"]) if h else NAN
+            out[f"seq{i}_overran"] = flags[i] if h else NAN
+        return out
 
 
 def live_features(samples: Sequence[Mapping[str, Any]], elapsed_s: float,
                   hist: Mapping[str, float]) -> dict[str, float]:
     """Features of the attempt's samples so far (oldest first) at ``elapsed_s`` seconds in."""
     recent = list(samples)[-LIVE_WINDOW:]
-    p50 = hist.get("hist_duration_p50", math.nan)
-    rss_p50 = hist.get("hist_peak_rss_p50", math.nan)
-    rss = recent[-1]["rss_bytes"] if recent and recent[-1].get("rss_bytes") else math.nan
-    slope = cpu_util = work_rate = math.nan
+    p50 = hist.get("hist_duration_p50", NAN)
+    rss_p50 = hist.get("hist_peak_rss_p50", NAN)
+    rss = recent[-1]["rss_bytes"] if recent and recent[-1].get("rss_bytes") else NAN
+    slope = cpu_util = work_rate = NAN
     if len(recent) >= 2:
         a, b = recent[0], recent[-1]
         dt = b["elapsed_s"] - a["elapsed_s"]
@@ -87,59 +284,195 @@ def live_features(samples: Sequence[Mapping[str, Any]], elapsed_s: float,
                 cpu_util = (b["cpu_s"] - a["cpu_s"]) / dt
             if a.get("work_units") is not None and b.get("work_units") is not None:
                 work_rate = (b["work_units"] - a["work_units"]) / dt
-    hist_rate = hist.get("_hist_work_rate", math.nan)
-    hist_input = hist.get("_hist_input_bytes", math.nan)
+    hist_rate = hist.get("_work_rate", NAN)
+    hist_input = hist.get("_input_bytes", NAN)
     input_bytes = next((s["input_bytes"] for s in reversed(recent) if s.get("input_bytes")), None)
+    scored = list(samples)[-SCORED_SAMPLES:]
+    stages: list[str] = []
+    for s in scored:
+        if s.get("stage") and (not stages or stages[-1] != s["stage"]):
+            stages.append(s["stage"])
+    stage_start = next((s["elapsed_s"] for s in scored if stages and s.get("stage") == stages[-1]), NAN)
     return {
         "elapsed_s": elapsed_s,
-        "elapsed_ratio": elapsed_s / p50 if p50 and p50 > 0 else math.nan,
-        "log_rss": math.log(rss) if rss and rss > 0 else math.nan,
-        "rss_ratio": rss / rss_p50 if rss_p50 and rss_p50 > 0 else math.nan,
+        "elapsed_ratio": elapsed_s / p50 if p50 and p50 > 0 else NAN,
+        "log_rss": math.log(rss) if rss and rss > 0 else NAN,
+        "rss_ratio": rss / rss_p50 if rss_p50 and rss_p50 > 0 else NAN,
         # RSS growth per second, relative to the step's typical peak: a step that will double its
         # usual footprint within a few seconds is heading for its memory cap.
-        "rss_slope_ratio": slope / rss_p50 if rss_p50 and rss_p50 > 0 else math.nan,
+        "rss_slope_ratio": slope / rss_p50 if rss_p50 and rss_p50 > 0 else NAN,
         "cpu_util": cpu_util,
-        "work_rate_ratio": work_rate / hist_rate if hist_rate and hist_rate > 0 else math.nan,
+        "work_rate_ratio": work_rate / hist_rate if hist_rate and hist_rate > 0 else NAN,
         # input size relative to the step's usual input (from the checkpoint IO manager)
-        "input_ratio": input_bytes / hist_input if input_bytes and hist_input and hist_input > 0 else math.nan,
+        "input_ratio": input_bytes / hist_input if input_bytes and hist_input and hist_input > 0 else NAN,
         "n_samples": float(min(len(samples), SCORED_SAMPLES)),
+        # which of the stages seen in the scored samples the step is in, and for how long
+        "stage_rank": float(len(stages)) if stages else NAN,
+        "stage_elapsed_s": max(0.0, elapsed_s - stage_start) if stage_start == stage_start else NAN,
     }
 
 
-def feature_row(history: Sequence[Mapping[str, Any]], started_at: float,
-                samples: Sequence[Mapping[str, Any]], elapsed_s: float) -> dict[str, float]:
-    """The model's input for one attempt at one moment (keys in FEATURE_NAMES order)."""
-    hist = history_features(history, started_at)
-    row = {**hist, **live_features(samples, elapsed_s, hist)}
-    return {name: float(row[name]) for name in FEATURE_NAMES}
+def live_sequence(samples: Sequence[Mapping[str, Any]], hist: Mapping[str, float]) -> dict[str, float]:
+    """The newest ``SCORED_SAMPLES`` samples, newest first, as ``live{j}_{field}`` (NaN = none)."""
+    scored = list(samples)[-SCORED_SAMPLES:][::-1]
+    p50 = hist.get("hist_duration_p50", NAN)
+    rss_p50 = hist.get("hist_peak_rss_p50", NAN)
+    out: dict[str, float] = {}
+    for j in range(SCORED_SAMPLES):
+        s = scored[j] if j < len(scored) else None
+        prev = scored[j + 1] if j + 1 < len(scored) else None
+        out[f"live{j}_elapsed_frac"] = s["elapsed_s"] / p50 if s and p50 == p50 and p50 > 0 else NAN
+        out[f"live{j}_rss_ratio"] = (s["rss_bytes"] / rss_p50 if s and s.get("rss_bytes") and rss_p50 == rss_p50
+                                     and rss_p50 > 0 else NAN)
+        cpu = NAN
+        if s and prev and s.get("cpu_s") is not None and prev.get("cpu_s") is not None:
+            dt = s["elapsed_s"] - prev["elapsed_s"]
+            cpu = (s["cpu_s"] - prev["cpu_s"]) / dt if dt > 0 else NAN
+        out[f"live{j}_cpu_util"] = cpu
+    return out
+
+
+def usual(index: HistoryIndex, attempt: Mapping[str, Any]) -> dict[str, float]:
+    """The pipeline's usual work rate and input size (successful attempts of its window)."""
+    p, _ = index._windows(attempt)
+    ok = [h for h in p.attempts if h["outcome"] == "success"]
+    rates = [h["work_units"] / h["duration_s"] for h in ok if h.get("work_units") and h.get("duration_s")]
+    inputs = [h["input_bytes"] for h in p.attempts if h.get("input_bytes")]
+    return {"_work_rate": quantile(rates, 0.5), "_input_bytes": quantile(inputs, 0.5)}
+
+
+def row_from_index(index: HistoryIndex, attempt: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                   elapsed_s: float, sequences: bool = True) -> dict[str, float]:
+    """The model input of ``attempt`` at ``elapsed_s`` seconds after it started."""
+    at = attempt["started_at"]
+    hist = index.features(attempt, at)
+    known = {**hist, **usual(index, attempt)}
+    row = {**hist, **live_features(samples, elapsed_s, known)}
+    for name, value in attempt.items():
+        if name.startswith("x_"):
+            row[name] = float(value) if value is not None else NAN
+    if sequences:
+        row.update(index.sequence(attempt, at))
+        row.update(live_sequence(samples, known))
+    return row
+
+
+def index_of(history: Iterable[Mapping[str, Any]], before: float,
+             inflight: Iterable[Mapping[str, Any]] = ()) -> HistoryIndex:
+    """A HistoryIndex as of ``before``: attempts that ended strictly before it are history; those of
+    ``history`` that started by then but ended later, and ``inflight``, count as running."""
+    index = HistoryIndex()
+    events: list[tuple[float, int, int, Mapping[str, Any]]] = []
+    for i, h in enumerate(history):
+        if h["ended_at"] < before:
+            events.append((h["started_at"], 0, i, h))
+            events.append((h["ended_at"], 1, i, h))
+        elif h["started_at"] <= before:
+            events.append((h["started_at"], 0, i, h))
+    for i, h in enumerate(inflight):
+        if h["started_at"] <= before:
+            events.append((h["started_at"], 0, -1 - i, h))
+    for _, kind, _, h in sorted(events, key=lambda e: (e[0], e[1], e[2])):
+        index.start(h) if kind == 0 else index.end(h)
+    return index
+
+
+def feature_row(history: Sequence[Mapping[str, Any]], started_at: float, samples: Sequence[Mapping[str, Any]],
+                elapsed_s: float, attempt: Mapping[str, Any] | None = None,
+                inflight: Sequence[Mapping[str, Any]] = ()) -> dict[str, float]:
+    """The live path: the row of an attempt that started at ``started_at`` given ``history``.
+
+    ``history`` holds attempts (or metrics-store ``step_runs`` rows) of the pipeline and its group,
+    at least their windows and the last hour; ``attempt`` names the scored attempt's pipeline and
+    group (default: those of the newest history entry, or a fresh pipeline); ``inflight`` are
+    attempts running now, the scored one included, for the burst counters.
+    """
+    history = [h if "pipeline" in h else step_attempt(h) for h in history]  # metrics-store rows too
+    if attempt is None:
+        last = history[-1] if history else {"pipeline": "?", "group": "?"}
+        attempt = {"pipeline": last["pipeline"], "group": last["group"], "started_at": started_at}
+    attempt = {**attempt, "started_at": started_at}
+    running = list(inflight) or [attempt]
+    return row_from_index(index_of(history, started_at, running), attempt, samples, elapsed_s)
+
+
+def history_rows(attempts: Sequence[Mapping[str, Any]], sequences: bool = True, progress: Any = None,
+                 sink: Any = None) -> list[dict[str, float]]:
+    """The training path: each attempt's row at its start, from everything that ended before it.
+
+    One sweep in time order (starts before ends at equal times, so an attempt that ended exactly
+    when another started is not history for it). Returns rows aligned with ``attempts``, or, with
+    ``sink(i, row)``, hands each row over instead of keeping it (large traces).
+    """
+    order = sorted(range(len(attempts)), key=lambda i: (attempts[i]["started_at"], i))
+    ends: list[tuple[float, int]] = []
+    index = HistoryIndex()
+    rows: list[dict[str, float] | None] = [] if sink else [None] * len(attempts)
+    for n, i in enumerate(order):
+        a = attempts[i]
+        while ends and ends[0][0] < a["started_at"]:
+            _, j = heapq.heappop(ends)
+            index.end(attempts[j])
+        index.start(a)
+        row = row_from_index(index, a, (), 0.0, sequences)
+        if sink:
+            sink(i, row)
+        else:
+            rows[i] = row
+        heapq.heappush(ends, (a["ended_at"], i))
+        if progress is not None and n % 10_000 == 0:
+            progress(n)
+    return rows  # type: ignore[return-value]
+
+
+@dataclass
+class TrainingRows:
+    """Rows of Dagster step attempts and what happened to each attempt."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    failed: list[float] = field(default_factory=list)  # 1.0 = the attempt failed
+    overran: list[float] = field(default_factory=list)  # 1.0 / 0.0, NaN = cannot be told
+    started_at: list[float] = field(default_factory=list)
+    ended_at: list[float] = field(default_factory=list)
+    remaining_s: list[float] = field(default_factory=list)
 
 
 def training_rows(attempts: Sequence[Mapping[str, Any]],
                   samples_by_attempt: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
-                  points_per_attempt: int = 8) -> tuple[list[dict[str, float]], list[int], list[float], list[float]]:
-    """Rows, labels (1 = the attempt failed), the attempt start times, and remaining seconds.
+                  points_per_attempt: int = 8) -> TrainingRows:
+    """Dagster step attempts (``step_runs`` rows) -> model rows and their labels.
 
-    Each attempt contributes a row at its start and at up to ``points_per_attempt`` of its samples,
-    each built only from what was known at that moment.
+    Each finished attempt contributes a row at its start and at up to ``points_per_attempt`` of its
+    samples, each built only from what was known at that moment.
     """
-    by_step: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for a in sorted(attempts, key=lambda a: a["ended_at"]):
-        by_step.setdefault((a["job"], a["step_key"]), []).append(a)
-    rows, labels, times, remaining = [], [], [], []
-    for a in attempts:
-        if a["outcome"] not in FAILED_OUTCOMES and a["outcome"] != "success":
-            continue
-        history = by_step[(a["job"], a["step_key"])]
+    attempts = [step_attempt(a) for a in attempts if a["outcome"] in FINISHED_OUTCOMES]
+    order = sorted(range(len(attempts)), key=lambda i: (attempts[i]["started_at"], i))
+    ends: list[tuple[float, int]] = []
+    index = HistoryIndex()
+    out = TrainingRows()
+    for i in order:
+        a = attempts[i]
+        while ends and ends[0][0] < a["started_at"]:
+            index.end(attempts[heapq.heappop(ends)[1]])
+        index.start(a)
+        heapq.heappush(ends, (a["ended_at"], i))
         samples = list(samples_by_attempt.get((a["run_id"], a["step_key"]), ()))
-        label = int(a["outcome"] in FAILED_OUTCOMES)
         stride = max(1, math.ceil(len(samples) / points_per_attempt))
-        moments = [(0, 0.0)] + [(i + 1, samples[i]["elapsed_s"]) for i in range(0, len(samples), stride)]
+        moments = [(0, 0.0)] + [(k + 1, samples[k]["elapsed_s"]) for k in range(0, len(samples), stride)]
         for n_seen, elapsed in moments:
-            rows.append(feature_row(history, a["started_at"], samples[:n_seen], elapsed))
-            labels.append(label)
-            times.append(a["started_at"])
-            remaining.append(max(0.0, a["duration_s"] - elapsed))
-    return rows, labels, times, remaining
+            row = row_from_index(index, a, samples[:n_seen], elapsed)
+            out.rows.append(row)
+            out.failed.append(float(is_failed(a["outcome"])))
+            out.overran.append(overran(a, row["hist_duration_p50"]))
+            out.started_at.append(a["started_at"])
+            out.ended_at.append(a["ended_at"])
+            out.remaining_s.append(max(0.0, a["duration_s"] - elapsed))
+    return out
+
+
+def step_attempt(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A metrics-store ``step_runs`` row as an attempt: pipeline ``job:step``, group ``job``."""
+    return {**row, "pipeline": f"{row['job']}:{row['step_key']}", "group": row["job"]}
 
 
 COMPUTE_STAGE = "dagster/compute"

@@ -14,15 +14,23 @@ from typing import Any
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.execution.stats import StepEventStatus
 
-from predcheck_dagster import policy
+from predcheck_dagster import features, policy
 from predcheck_dagster.checkpoint_store import Prediction
-from predcheck_dagster.features import HISTORY_WINDOW, SCORED_SAMPLES, bottleneck_stages, feature_row
+from predcheck_dagster.features import LIVE_SAMPLE_FIELDS, SCORED_SAMPLES, bottleneck_stages
 from predcheck_dagster.outcome import DEADLINE_TAG
 from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
 
 TAG = "predcheck/"
 MAX_RUNS_PER_TICK = 500
 DEFAULT_CHECKPOINT_COST_S = 0.05
+# History features of an attempt are fixed when it starts (only attempts that ended before count):
+# computed once per attempt and kept across ticks, bounded.
+HISTORY_CACHE_SIZE = 20_000
+FEATURE_SET = frozenset(features.FEATURE_NAMES)  # recorded with each prediction (not the sequences)
+_HISTORY_CACHE: dict[tuple[str, str, float], dict[str, float]] = {}
+# What a tick reads of each sample: the features' fields, the stage (bottleneck) and the drop count
+# (Prometheus). Fewer columns: a third less to transfer and parse for 12,000 samples per tick.
+SAMPLE_COLUMNS = ("ts", *LIVE_SAMPLE_FIELDS, "stage", "dropped_samples")
 
 
 @dataclass
@@ -35,6 +43,8 @@ class TickReport:
     model_version: str | None = None
     duration_s: float = 0.0
     lines: list[str] = field(default_factory=list)
+    # per in-flight step: job, run_id, step_key and the figures the Prometheus gauges show
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
     def message(self) -> str:
         head = (f"scored {self.scored} in-flight step(s) and {self.queued_scored} queued step(s) in "
@@ -70,27 +80,38 @@ def queued_steps(instance: DagsterInstance) -> list[tuple[Any, str]]:
 def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: float | None = None) -> TickReport:
     """Score every in-flight step and queued run; record, tag and request; say why."""
     from predcheck_dagster.forecaster import score
+    from predcheck_dagster.store_maintenance import flush_spool
 
     t0 = time.perf_counter()
     now = now or time.time()
     report = TickReport()
+    store = predcheck.metrics_store(instance)
+    flushed = flush_spool(store)  # samples spooled during an outage, before they are scored
+    if flushed:
+        report.lines.append(flushed)
     steps = in_flight_steps(instance)
     queued = queued_steps(instance)
     if not steps and not queued:
         report.duration_s = time.perf_counter() - t0
         return report
-    store = predcheck.metrics_store()
-    histories = store.step_histories({(run.job_name, s.step_key) for run, s in steps}
-                                     | {(run.job_name, key) for run, key in queued}, HISTORY_WINDOW * 2)
-    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES)
-    rows = [feature_row(histories[(run.job_name, s.step_key)], s.start_time, samples.get((run.run_id, s.step_key), []),
-                        now - s.start_time) for run, s in steps]
-    rows += [feature_row(histories[(run.job_name, key)], now, [], 0.0) for run, key in queued]
+    keys = {(run.job_name, s.step_key) for run, s in steps} | {(run.job_name, key) for run, key in queued}
+    histories = store.step_histories(keys, 2 * features.PIPELINE_WINDOW)
+    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES,
+                                   columns=SAMPLE_COLUMNS)
+    scored = [(run, s.step_key, s.start_time) for run, s in steps] + [(run, key, now) for run, key in queued]
+    history_rows = history_features(store, scored, histories)
+    rows = [{**history_rows[i], **features.live_features(samples.get((run.run_id, s.step_key), []),
+                                                          now - s.start_time, history_rows[i]),
+             **features.live_sequence(samples.get((run.run_id, s.step_key), []), history_rows[i])}
+            for i, (run, s) in enumerate(steps)]
+    rows += [{**history_rows[j], **features.live_features([], 0.0, history_rows[j]),
+              **features.live_sequence([], history_rows[j])} for j in range(len(steps), len(scored))]
     scores = score(rows, predcheck.tracking_uri or default_tracking_uri(), predcheck.model_uri)
     report.served_by, report.model_version = scores.served_by, scores.model_version
     if scores.note:
         report.lines.append(scores.note)
     last_checkpoint = store.last_checkpoint_times(run.run_id for run, _ in steps)
+    request_counts = store.checkpoint_request_counts(run.run_id for run, _ in steps)
     decided_at = time.time()  # scoring can take a while (a cold model load): steps kept checkpointing
     costs: dict[tuple[str, str], float] = {}
     prediction_rows: list[dict[str, Any]] = []
@@ -120,10 +141,18 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
             tags[f"{TAG}bottleneck_stage"] = prediction.bottleneck_stages[0]
         if risky:
             report.flagged.append(run.run_id)
-        if request and store.request_checkpoint(run.run_id, stats.step_key, prediction.to_dict()):
+        requested_now = request and store.request_checkpoint(run.run_id, stats.step_key, prediction.to_dict())
+        if requested_now:
             tags[f"{TAG}checkpoint_requested"] = stats.step_key
             report.requested.append(f"{run.run_id}/{stats.step_key}")
         new_tags.setdefault(run.run_id, {}).update(tags)
+        last_sample = (samples.get((run.run_id, stats.step_key)) or [{}])[-1]
+        report.steps.append({
+            "job": run.job_name, "run_id": run.run_id, "step_key": stats.step_key,
+            "rss_bytes": last_sample.get("rss_bytes"), "cpu_util": rows[i].get("cpu_util"),
+            "elapsed_s": now - stats.start_time, "failure_probability": p, "predicted_remaining_s": remaining,
+            "checkpoints_requested": request_counts.get((run.run_id, stats.step_key), 0) + int(bool(requested_now)),
+            "samples_dropped": last_sample.get("dropped_samples") or 0})
     run_risk: dict[str, float] = {}
     for j, (run, step_key) in enumerate(queued, start=len(steps)):
         p, remaining = scores.failure_probability[j], _known(scores.predicted_remaining_s[j])
@@ -147,6 +176,35 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     return report
 
 
+def history_features(store: Any, scored: list[tuple[Any, str, float]],
+                     histories: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, float]]:
+    """History, group, calendar and sequence features of each (run, step, start), cached per attempt.
+
+    The same ``HistoryIndex`` the trainer sweeps, built from the store's windows: the step's last
+    attempts, its job's last attempts and those of the last hour, every failure of the last hour,
+    and the attempts in flight now.
+    """
+    missing = [(run, key, start) for run, key, start in scored if (run.run_id, key, start) not in _HISTORY_CACHE]
+    if missing:
+        earliest = min(start for _, _, start in missing) - features.RECENT_S
+        jobs = store.job_histories({run.job_name for run, _, _ in missing}, features.GROUP_WINDOW, earliest)
+        failures = store.failures_since(earliest)
+        inflight = [{"pipeline": f"{run.job_name}:{key}", "group": run.job_name, "started_at": start}
+                    for run, key, start in scored]
+        for run, key, start in missing:
+            known = {r["id"]: r for r in [*histories.get((run.job_name, key), []), *jobs, *failures]}
+            history = [features.step_attempt(r) for r in sorted(known.values(), key=lambda r: (r["ended_at"], r["id"]))]
+            attempt = {"pipeline": f"{run.job_name}:{key}", "group": run.job_name, "started_at": start}
+            index = features.index_of(history, start, [a for a in inflight if a["started_at"] <= start])
+            row = index.features(attempt, start)
+            row.update(features.usual(index, attempt))
+            row.update(index.sequence(attempt, start))
+            if len(_HISTORY_CACHE) >= HISTORY_CACHE_SIZE:
+                _HISTORY_CACHE.pop(next(iter(_HISTORY_CACHE)))
+            _HISTORY_CACHE[(run.run_id, key, start)] = row
+    return [_HISTORY_CACHE[(run.run_id, key, start)] for run, key, start in scored]
+
+
 def _known(value: float) -> float | None:
     return None if value != value else value
 
@@ -157,7 +215,7 @@ def _prediction_row(now: float, run: Any, step_key: str, scores: Any, p: float, 
             "served_by": scores.served_by, "model_uri": scores.model_uri, "model_version": scores.model_version,
             "failure_probability": p, "predicted_remaining_s": remaining, "elapsed_s": elapsed,
             "decision": decision, "reason": reason,
-            "features": {k: (None if v != v else v) for k, v in features.items()}}
+            "features": {k: (None if v != v else v) for k, v in features.items() if k in FEATURE_SET}}
 
 
 def _prediction(run: Any, stats: Any, row: dict[str, float], p: float, remaining: float | None,

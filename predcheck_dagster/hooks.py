@@ -116,12 +116,14 @@ def record_attempt(context: HookContext, outcome: str) -> None:
         io_bytes = STEP_IO_BYTES.pop(key, {})
         facts = step_facts(context, resource.code_version)
         run = facts["run"]
-        store = resource.metrics_store()
+        store = resource.metrics_store(context.instance)
+        # Dagster's retry state (previous_attempt_count) when the step context is there; the store may
+        # be down, and then the record goes to the spool with the right number anyway.
         attempt = facts["attempt"] or 1 + store.attempts_recorded(context.run_id, context.step_key)
         exc = context.op_exception
         deadline = deadline_from_tags(facts["op_tags"], run.tags if run else None)
         duration = summary["ended_at"] - summary["started_at"]
-        store.record_step_run({
+        written = store.write_step_run({
             "run_id": context.run_id, "root_run_id": (run.root_run_id if run else None) or context.run_id,
             "job": context.job_name, "step_key": context.step_key, "partition_key": facts["partition_key"],
             "attempt": attempt, "started_at": summary["started_at"], "ended_at": summary["ended_at"],
@@ -139,6 +141,10 @@ def record_attempt(context: HookContext, outcome: str) -> None:
             "executor": facts["executor"], "host": summary["host"] or HOST, "measured_by": measured_by,
             "samples_dropped": summary["dropped_samples"], "profiler_errors": summary["profiler_errors"],
         })
+        if written == "spooled":
+            context.log.warning(f"predcheck: metrics store unreachable: step {context.step_key!r} recorded in the "
+                                f"local spool ({store.spool.directory if store.spool else ''}); it is written to "
+                                "the store when that answers again.")
     except Exception as e:  # noqa: BLE001 - profiling must never fail the user's step
         context.log.warning(f"predcheck: step {context.step_key!r} not recorded: {type(e).__name__}: {e}")
 

@@ -482,6 +482,7 @@ class StepProfiler:
             "cpu_s": (snap.cpu_user_s - first.cpu_user_s) + (snap.cpu_system_s - first.cpu_system_s),
             "rss_bytes": snap.rss_bytes, "read_bytes": io[0], "write_bytes": io[1],
             "stage": self.current_stage, "work_units": self.work_units, "input_bytes": self.input_bytes,
+            "dropped_samples": self.dropped_samples,  # dropped so far (buffer full, or the store refused them)
         }
         with self._buffer_lock:
             self._buffer.append(sample)

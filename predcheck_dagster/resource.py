@@ -48,6 +48,28 @@ def default_store_url() -> str:
     return f"sqlite:///{os.path.join(predcheck_home(), 'metrics.db')}"
 
 
+def default_spool_dir() -> str:
+    return os.path.join(predcheck_home(), "spool")
+
+
+def instance_store_url(instance: Any) -> str | None:
+    """The PostgreSQL URL of a Dagster instance whose run (or event log) storage is dagster-postgres,
+    with the psycopg2 driver (the store's bulk writes use it); None for any other storage.
+
+    dagster-postgres resolves its ``postgres_url`` or ``postgres_db`` config (host, port, db_name,
+    username, password, params, scheme) into one URL; predcheck keeps its own tables in that database.
+    """
+    from sqlalchemy.engine.url import make_url
+
+    for storage in (getattr(instance, "run_storage", None), getattr(instance, "event_log_storage", None)):
+        url = getattr(storage, "postgres_url", None)
+        if isinstance(url, str) and url:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "postgresql":
+                return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return None
+
+
 def default_checkpoint_root() -> str:
     return os.path.join(predcheck_home(), "checkpoints")
 
@@ -90,8 +112,14 @@ class PredcheckResource(ConfigurableResource):
     """Where predcheck keeps its data and how it decides; every default is embedded and overridable."""
 
     store_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the metrics store. Default: SQLite at "
-        "$DAGSTER_HOME/predcheck/metrics.db. PostgreSQL: postgresql+psycopg2://user@host:5432/db.")
+        default=None, description="SQLAlchemy URL of the metrics store (PostgreSQL: "
+        "postgresql+psycopg2://user@host:5432/db). Default: the Dagster instance's own PostgreSQL "
+        "database when its run or event log storage is dagster-postgres (predcheck adds its tables "
+        "there), else SQLite at $DAGSTER_HOME/predcheck/metrics.db.")
+    spool_dir: str | None = Field(
+        default=None, description="Local directory where steps spool samples and step records while "
+        "the metrics store is unreachable; they are flushed when it answers again. Default: "
+        "$DAGSTER_HOME/predcheck/spool. Must be on the step's own host (file locks).")
     checkpoint_root: str | None = Field(
         default=None, description="fsspec URL under which checkpoints are written (local path, "
         "memory://, s3://...). Default: $DAGSTER_HOME/predcheck/checkpoints.")
@@ -132,6 +160,18 @@ class PredcheckResource(ConfigurableResource):
                                             "ran out of memory (tag dagster-celery/queue).")
     code_version: str | None = Field(default=None, description="Code version recorded in manifests; a "
                                      "checkpoint of another code version is refused on resume.")
+    compact_older_than_s: float | None = Field(
+        default=None, description="When set, the resume sensor compacts the metrics store once an hour: "
+        "samples of steps that ended more than this many seconds ago are downsampled to one per "
+        "compact_keep_every_s (at most 20 s of work per tick). Unset: never (use `predcheck store compact`).")
+    compact_keep_every_s: float = Field(
+        default=60.0, description="Downsampling period of compaction, seconds; 0 deletes those samples.")
+    prometheus_port: int | None = Field(
+        default=None, description="When set, the forecast sensor's process serves Prometheus gauges of "
+        "in-flight steps on this port (/metrics). Unset: off.")
+    prometheus_host: str = Field(
+        default="127.0.0.1", description="Address the Prometheus endpoint binds; 0.0.0.0 for a scraper "
+        "on another host.")
     resume: ResumePlanConfig | None = Field(default=None, description="Set by the resume sensor.")
 
     # ---- lifecycle: profile every step of the run in this process ------------------------------
@@ -142,7 +182,8 @@ class PredcheckResource(ConfigurableResource):
                 from predcheck_dagster.step_events import listen
 
                 run_id = context.dagster_run.run_id
-                listen(context.instance, run_id, lambda step_key: self.step_profiler(run_id, step_key))
+                instance = context.instance
+                listen(instance, run_id, lambda step_key: self.step_profiler(run_id, step_key, instance=instance))
         except Exception as e:  # noqa: BLE001 - without the listener the hooks measure the process
             context.log.warning(f"predcheck: steps of this run are not profiled: {type(e).__name__}: {e}")
 
@@ -156,23 +197,34 @@ class PredcheckResource(ConfigurableResource):
             pass
 
     # ---- factories (cheap, no I/O) ------------------------------------------------------------
-    def metrics_store(self) -> MetricsStore:
+    def metrics_store(self, instance: Any | None = None) -> MetricsStore:
+        """The metrics store: ``store_url``; else ``instance``'s dagster-postgres database; else the
+        embedded SQLite. Pass the Dagster instance wherever one is at hand (steps, hooks, sensors)."""
         from predcheck_dagster.metrics_store import MetricsStore
 
-        return MetricsStore(self.store_url or default_store_url())
+        return MetricsStore(self._store_url(instance), spool_dir=self.spool_dir or default_spool_dir())
 
-    def step_profiler(self, run_id: str, step_key: str, interval_s: float | None = None) -> StepProfiler:
-        """The profiler of one step attempt, its samples going to the metrics store (not started)."""
+    def _store_url(self, instance: Any | None = None) -> str:
+        url = self.store_url or (instance_store_url(instance) if instance is not None else None)
+        return url or default_store_url()
+
+    def step_profiler(self, run_id: str, step_key: str, interval_s: float | None = None,
+                      instance: Any | None = None) -> StepProfiler:
+        """The profiler of one step attempt (not started), its samples going to the metrics store of
+        ``metrics_store(instance)`` through ``write_samples``: spooled when the store is unreachable."""
         from predcheck_dagster.profiler import StepProfiler
 
-        url = self.store_url or default_store_url()
+        url, spool_dir = self._store_url(instance), self.spool_dir or default_spool_dir()
+        stores: list[MetricsStore] = []
 
-        def add_samples(rows: Any) -> None:  # the store module loads in the writer thread, if ever
-            from predcheck_dagster.metrics_store import MetricsStore
+        def write_samples(rows: Any) -> None:  # the store module loads in the writer thread, if ever
+            if not stores:
+                from predcheck_dagster.metrics_store import MetricsStore
 
-            MetricsStore(url).add_samples(rows)
+                stores.append(MetricsStore(url, spool_dir=spool_dir))
+            stores[0].write_samples(rows)
 
-        return StepProfiler(run_id, step_key, sink=add_samples,
+        return StepProfiler(run_id, step_key, sink=write_samples,
                             interval_s=self.sample_interval_s if interval_s is None else interval_s,
                             reset_peak=self.measure_stage_peak_rss)
 
@@ -212,7 +264,7 @@ class PredcheckResource(ConfigurableResource):
         existing = ACTIVE_STEPS.get(key)
         if existing is not None:
             return existing
-        metrics = self.metrics_store()
+        metrics = self.metrics_store(context.instance)
         hooked = any(h.name == HOOK_NAME for h in step.job_def.get_all_hooks_for_handle(step.node_handle))
         if not hooked:
             context.log.warning("predcheck: this step has no predcheck_hooks, so its attempts are not recorded; "
@@ -221,7 +273,7 @@ class PredcheckResource(ConfigurableResource):
         if profiler is None:  # no listener (e.g. a direct invocation): profile from here
             # without the hooks, nothing would stop a sampler thread at the end of the step
             profiler = self.step_profiler(identity.run_id, identity.step_key,
-                                          interval_s=None if hooked else 0.0).start()
+                                          interval_s=None if hooked else 0.0, instance=context.instance).start()
             if hooked:
                 STEP_PROFILERS[key] = profiler
         profiler.computing()

@@ -205,7 +205,7 @@ def plan_for_retry(instance: DagsterInstance, predcheck: PredcheckResource, run:
     parent = instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
     if parent is None:
         return None
-    store = predcheck.metrics_store()
+    store = predcheck.metrics_store(instance)
     if RECONCILED_TAG not in parent.tags:  # the resume sensor may not have looked at it yet
         reconcile_run(instance, store, parent)
     return build_plan(instance, store, predcheck.checkpoint_store(), parent)
@@ -230,8 +230,13 @@ def left_to_run_retries(instance: DagsterInstance, run: DagsterRun) -> bool:
 def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launcher: Launcher | None,
                 lookback: timedelta = LOOKBACK) -> ResumeReport:
     """Reconcile crashed steps of recently failed runs and resume those that can be."""
+    from predcheck_dagster.store_maintenance import compact_if_due, flush_spool
+
     report = ResumeReport()
-    store = predcheck.metrics_store()
+    store = predcheck.metrics_store(instance)
+    flushed = flush_spool(store)  # before reconciling: a spooled hook record beats a rebuilt one
+    if flushed:
+        report.lines.append(flushed)
     checkpoints = predcheck.checkpoint_store()
     since = datetime.now(UTC) - lookback
     runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=since), limit=200)
@@ -270,6 +275,9 @@ def resume_tick(instance: DagsterInstance, predcheck: PredcheckResource, launche
         instance.add_run_tags(run.run_id, {RESUMED_BY_TAG: new_run_id})
         report.launched[run.run_id] = new_run_id
         report.lines.append(f"{run.run_id[:8]} -> {new_run_id[:8]} from {request.tags[RESUMED_FROM_TAG]}")
+    compacted = compact_if_due(store, predcheck.compact_older_than_s, predcheck.compact_keep_every_s)
+    if compacted:
+        report.lines.append(compacted)
     return report
 
 

@@ -24,10 +24,30 @@ def build_forecast_sensor(name: str = FORECAST_SENSOR_NAME, minimum_interval_sec
         from predcheck_dagster.forecast_service import forecast_tick
 
         report = forecast_tick(context.instance, predcheck)
+        if predcheck.prometheus_port is not None:
+            _publish(predcheck, report, context.instance)
         context.log.info(report.message())
         return SkipReason(report.message())
 
     return _forecast_sensor
+
+
+def _publish(predcheck: PredcheckResource, report, instance) -> None:
+    """Set the Prometheus gauges from a tick; a port that cannot be bound is a line in the tick, not a failure."""
+    from predcheck_dagster.prometheus import exporter_on
+
+    try:
+        exporter = exporter_on(predcheck.prometheus_port, predcheck.prometheus_host)
+    except ImportError as e:
+        report.lines.append(f"Prometheus endpoint not served: {e}; install predcheck-dagster[prometheus] "
+                            "(prometheus-client) in the code location's environment")
+        return
+    except OSError as e:
+        report.lines.append(f"Prometheus endpoint {predcheck.prometheus_host}:{predcheck.prometheus_port} not "
+                            f"served ({e}); fix the predcheck resource's prometheus_port or free the port")
+        return
+    spool = predcheck.metrics_store(instance).spool
+    exporter.publish(report.steps, report.duration_s, len(spool.files()) if spool else 0)
 
 
 def build_resume_sensor(name: str = RESUME_SENSOR_NAME, minimum_interval_seconds: int = 5,

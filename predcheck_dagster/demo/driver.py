@@ -132,13 +132,16 @@ def seed_history(recon: ReconstructableRepository, module: Any, instance: Dagste
 
 
 def train(recon: ReconstructableRepository, instance: DagsterInstance) -> str | None:
-    result = _run(recon, instance, "train_forecaster", {})
+    """Run ``train_forecaster`` in one process (one import of great-expectations, torch and MLflow
+    for its seven steps); the version ``champion_model`` registered, or None."""
+    result = _run(recon, instance, "train_forecaster", {"execution": {"config": {"in_process": {}}}})
     if not result.success:
         return None
     for event in result.all_events:
         if event.is_step_materialization:
             value = event.step_materialization_data.materialization.metadata.get("model_version")
-            return str(value.value) if value is not None else None
+            if value is not None:
+                return str(value.value)
     return None
 
 

@@ -53,6 +53,12 @@ def test_forecast_sensor_flags_run_and_step_checkpoints_with_prediction(dagster_
         "resources": {"predcheck": {"config": {"store_url": store_url, "poll_interval_s": 0.2,
                                                "sample_interval_s": 0.5}}},
     }
+    # the sensor's process has ticked before: MLflow's SQLite backend is created (seconds, once)
+    from predcheck_dagster.features import feature_row
+    from predcheck_dagster.forecaster import score
+
+    assert score([feature_row([], time.time(), [], 0.0)], predcheck.tracking_uri,
+                 predcheck.model_uri).served_by == "heuristic"
     with DagsterInstance.get() as instance:
         holder: dict = {}
         thread = threading.Thread(target=lambda: holder.update(result=execute_job(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from predcheck_dagster.features import FEATURE_NAMES, feature_row
+from predcheck_dagster.features import MODEL_INPUT_NAMES, feature_row
 from predcheck_dagster.forecaster import _MODEL_CACHE, score, train_and_register
 from predcheck_dagster.metrics_store import MetricsStore
 
@@ -22,7 +22,7 @@ MB = 1024 * 1024
 def _synthetic_history(store: MetricsStore, n: int = 80, seed: int = 0) -> None:
     """Attempts of one step whose failures follow big inputs (as the demo's preemptible step)."""
     rng = random.Random(seed)
-    t = 1_000_000.0
+    t = 1_700_000_000.0
     for i in range(n):
         big = rng.random() < 0.35
         input_bytes = rng.randint(300, 500) if big else rng.randint(80, 200)
@@ -49,32 +49,57 @@ def test_train_register_promote_and_serve(tmp_path: Path) -> None:
 
     first = train_and_register(store, tracking, artifacts, "test-forecaster", MODEL_CODE)
     assert first.model_version == "1" and first.promoted
-    assert first.reason == "promoted to champion: no champion existed"
+    assert first.reason == f"promoted {first.family} v1: no champion existed"
     assert first.metrics["auroc"] > 0.8
+    # 80 attempts are too few to hold out a validation set: the LSTM is not trained (it would
+    # overfit), XGBoost trains its compact, fixed-size form; see test_lstm_candidate_... below
+    assert [c["family"] for c in first.candidates] == ["xgboost"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    for candidate in first.candidates:
+        run = client.get_run(candidate["run_id"])
+        assert run.data.params["family"] == candidate["family"]
+        assert {"holdout_auroc", "holdout_auprc", "holdout_brier", "holdout_ece"} <= set(run.data.metrics)
+        plots = {a.path for a in client.list_artifacts(candidate["run_id"], "plots")}
+        assert plots == {"plots/plot_pr_curves.png", "plots/plot_calibration.png"}
 
     history = store.step_runs(job="etl", step_key="crunch")
     started = history[-1]["ended_at"] + 10
     sample = lambda k, size: {"elapsed_s": k * 0.5, "cpu_s": k * 0.05, "rss_bytes": 100 * MB + k * MB,  # noqa: E731
                               "work_units": k * 10.0, "input_bytes": size}
-    risky = feature_row(history, started, [sample(k, 450) for k in range(4)], 2.0)
-    safe = feature_row(history, started, [sample(k, 120) for k in range(4)], 2.0)
+    risky = feature_row(history, started, [sample(k, 450) for k in range(2)], 0.5)
+    safe = feature_row(history, started, [sample(k, 120) for k in range(2)], 0.5)
     scores = score([risky, safe], tracking, "models:/test-forecaster@champion")
     assert scores.served_by == "model" and scores.model_version == "1"
-    assert scores.failure_probability[0] > 0.5 > scores.failure_probability[1]
+    # half a second in, only the input size tells them apart: the big one is the risky one
+    assert scores.failure_probability[0] > 0.5
+    assert scores.failure_probability[0] > scores.failure_probability[1] + 0.1
     assert all(r >= 0 for r in scores.predicted_remaining_s)
     assert any(key[1:] == ("test-forecaster", "1") for key in _MODEL_CACHE)  # loaded once, cached by version
 
+    # each family, served through the same pyfunc signature, ranks the risky row first
+    import mlflow.pyfunc
+    import pandas as pd
+
+    frame = pd.DataFrame([risky, safe])[list(MODEL_INPUT_NAMES)]
+    for candidate in first.candidates:
+        out = mlflow.pyfunc.load_model(candidate["model_uri"]).predict(frame)
+        assert list(out.columns) == ["failure_probability", "overrun_probability", "remaining_s_p50",
+                                     "remaining_s_p90", "predicted_remaining_s"]
+        assert out["failure_probability"][0] > out["failure_probability"][1] + 0.1, candidate["family"]
+        assert (out["remaining_s_p90"] >= out["remaining_s_p50"]).all()
+
     second = train_and_register(store, tracking, artifacts, "test-forecaster", MODEL_CODE)
     assert second.model_version == "2"
-    assert second.reason.startswith("promoted: holdout AUPRC" if second.promoted else "not promoted: holdout AUPRC")
+    # the same data: the candidate can tie the champion, never beat it by chance alone
+    assert second.reason.startswith("promoted" if second.promoted else "kept champion v1: candidate")
+    assert "holdout AUPRC" in second.reason
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     champion = client.get_model_version_by_alias("test-forecaster", "champion")
     assert str(champion.version) == ("2" if second.promoted else "1")
     assert client.get_model_version("test-forecaster", "2").description == second.reason
-    assert len(risky) == len(FEATURE_NAMES)
+    assert set(risky) == set(MODEL_INPUT_NAMES)
 
 
 def test_unreachable_registry_falls_back_to_the_heuristic_and_says_so(tmp_path: Path) -> None:
@@ -96,5 +121,30 @@ def test_training_refuses_history_with_one_outcome(tmp_path: Path) -> None:
         store.record_step_run({"run_id": f"r{i}", "root_run_id": f"r{i}", "job": "j", "step_key": "s",
                                "attempt": 1, "started_at": i, "ended_at": i + 0.5, "duration_s": 0.5,
                                "outcome": "success"})
-    with pytest.raises(TrainingDataError, match=r"has only one outcome .* a forecaster needs both"):
+    with pytest.raises(TrainingDataError, match=r"has 0 failing rows of \d+: a forecaster needs both outcomes"):
         train_and_register(store, f"sqlite:///{tmp_path}/mlflow.db", tmp_path.as_uri(), "m", MODEL_CODE)
+
+
+def test_lstm_candidate_is_logged_and_served_through_the_same_pyfunc(tmp_path: Path) -> None:
+    """With enough history to validate on, the LSTM trains, is logged with its plots, and serves
+    the same columns through the same models-from-code pyfunc as XGBoost."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    from predcheck_dagster.forecaster import TrainingSet, train_candidates
+    from tests.unit.test_models import synthetic
+
+    data, holdout, labels = synthetic(3000)
+    tset = TrainingSet(data, data, holdout, labels, n_attempts=3000, n_rows=3000, holdout_from=0.0)
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    (candidate,) = train_candidates(tset, tracking, (tmp_path / "artifacts").as_uri(), MODEL_CODE, families=("lstm",))
+    assert candidate.family == "lstm" and candidate.metrics["auroc"] > 0.75
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    assert {a.path for a in client.list_artifacts(candidate.run_id, "plots")} == {
+        "plots/plot_pr_curves.png", "plots/plot_calibration.png"}
+    out = mlflow.pyfunc.load_model(candidate.model_uri).predict(holdout[list(MODEL_INPUT_NAMES)])
+    assert list(out.columns) == ["failure_probability", "overrun_probability", "remaining_s_p50",
+                                 "remaining_s_p90", "predicted_remaining_s"]
+    np.testing.assert_allclose(out["failure_probability"].to_numpy(), candidate.holdout_probabilities, atol=0.05)

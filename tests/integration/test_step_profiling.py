@@ -205,7 +205,14 @@ def test_an_unreachable_store_leaves_multiprocess_steps_unchanged(dagster_home, 
             assert result.success
             assert result.output_for_node("transform") == sum(r * r for r in range(profiled_jobs.ROWS))
         warnings = _warnings(instance, result.run_id)
-    assert "predcheck: step 'transform' not recorded: MetricsStoreUnavailableError" in warnings
+    # the attempt is not lost: it waits, with the profiler's columns, in the local spool
+    assert "predcheck: metrics store unreachable: step 'transform' recorded in the local spool" in warnings
+    spool = pc.PredcheckResource(store_url=UNREACHABLE_STORE).metrics_store().spool
+    spooled = [row for path in spool.files() for line in Path(path).read_text().splitlines()
+               for row in json.loads(line)["rows"] if json.loads(line)["kind"] == "step_run"]
+    [transform] = [r for r in spooled if r["run_id"] == result.run_id and r["step_key"] == "transform"]
+    assert transform["executor"] == "multiprocess" and transform["attempt"] == 1
+    assert transform["cpu_user_s"] is not None and "dagster/compute" in json.loads(transform["stage_profile"])
 
 
 def test_a_sampler_and_a_ledger_that_raise_leave_the_step_unchanged(dagster_home, instance, monkeypatch) -> None:

@@ -48,3 +48,36 @@ def sqlite_url(tmp_path) -> Iterator[str]:
 @pytest.fixture
 def metrics(sqlite_url) -> MetricsStore:
     return MetricsStore(sqlite_url)
+
+
+@pytest.fixture(autouse=True)
+def _stores_start_reachable() -> Iterator[None]:
+    """Each test starts with no store remembered as down (the fail-fast window is per process)."""
+    metrics_store_module._DOWN.clear()
+    metrics_store_module._LAST_FLUSH_CHECK.clear()
+    yield
+    metrics_store_module._DOWN.clear()
+
+
+def forget_store(url: str) -> None:
+    """Dispose of this process's engine of ``url`` and forget that it was migrated."""
+    engine = metrics_store_module._ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+    metrics_store_module._MIGRATED.discard(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_store_url(request, tmp_path) -> Iterator[str]:
+    """An empty database on each backend: a SQLite file, or a PostgreSQL database of this test only."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/empty.db"
+        yield url
+        forget_store(url)
+        return
+    from tests.conftest import _create_database, _drop_database
+
+    url = _create_database()
+    yield url
+    forget_store(url)
+    _drop_database(url)

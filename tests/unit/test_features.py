@@ -1,20 +1,24 @@
-"""Features of a step attempt: history before it started, live samples, and train/serve parity."""
+"""Features of an attempt: history before it started, live samples, and train/serve parity."""
 
 from __future__ import annotations
 
 import inspect
 import math
+from types import SimpleNamespace
 
 import pytest
 
 from predcheck_dagster import features
 from predcheck_dagster.features import (
     FEATURE_NAMES,
-    HISTORY_WINDOW,
+    MODEL_INPUT_NAMES,
+    PIPELINE_WINDOW,
+    SEQ_LEN,
     bottleneck_stages,
     feature_row,
-    history_features,
+    history_rows,
     live_features,
+    overran,
     training_rows,
 )
 from predcheck_dagster.metrics_store import MetricsStore
@@ -23,21 +27,28 @@ MB = 1024 * 1024
 T0 = 1_700_000_000.0
 
 
-def attempt(run_id: str, started: float, ended: float, outcome: str = "success", **extra) -> dict:
-    return {"run_id": run_id, "root_run_id": run_id, "job": "etl", "step_key": "crunch", "attempt": 1,
+def attempt(run_id: str, started: float, ended: float, outcome: str = "success", job: str = "etl",
+            step_key: str = "crunch", **extra) -> dict:
+    return {"run_id": run_id, "root_run_id": run_id, "job": job, "step_key": step_key, "attempt": 1,
             "started_at": started, "ended_at": ended, "duration_s": ended - started, "outcome": outcome,
-            **extra}
+            "pipeline": f"{job}:{step_key}", "group": job, **extra}
 
 
 def sample(run_id: str, elapsed: float, rss: float, cpu: float, work: float | None = None,
-           input_bytes: int | None = None) -> dict:
+           input_bytes: int | None = None, stage: str = "work") -> dict:
     return {"run_id": run_id, "step_key": "crunch", "ts": T0 + 10_000 + elapsed, "elapsed_s": elapsed,
-            "cpu_s": cpu, "rss_bytes": int(rss), "read_bytes": 0, "write_bytes": 0, "stage": "work",
+            "cpu_s": cpu, "rss_bytes": int(rss), "read_bytes": 0, "write_bytes": 0, "stage": stage,
             "work_units": work, "input_bytes": input_bytes}
 
 
 def by_end(attempts):
     return sorted(attempts, key=lambda a: a["ended_at"])
+
+
+def history_features(history, started_at, **scored):
+    """The history part of the row of an etl:crunch attempt starting at ``started_at``."""
+    row = feature_row(history, started_at, [], 0.0, attempt=scored or None)
+    return {k: row[k] for k in features.HISTORY_FEATURES}
 
 
 def same(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -61,22 +72,34 @@ def test_history_uses_only_attempts_that_ended_before_the_scored_attempt_started
     assert hist["hist_fail_rate"] == pytest.approx((1 + 1) / (1 + 4))
     assert hist["consecutive_failures"] == 1.0
     assert hist["log_since_last_failure_s"] == pytest.approx(math.log1p(150.0))
+    assert hist["global_failures_1h"] == 1.0
     full = feature_row(by_end([early_failure, late_failure, simultaneous]), started, [], 0.0)
-    assert same(full, feature_row([early_failure], started, [], 0.0))
+    load = ("pipeline_inflight", "pipeline_starts_1h", "group_starts_1h")
+    history_only = feature_row([early_failure], started, [], 0.0)
+    assert same({k: v for k, v in full.items() if k not in load}, {k: v for k, v in history_only.items()
+                                                                    if k not in load})
+    # the two unfinished ones were running when it started
+    assert (full["pipeline_inflight"], full["pipeline_starts_1h"]) == (3.0, 4.0)
+    assert (history_only["pipeline_inflight"], history_only["pipeline_starts_1h"]) == (1.0, 2.0)
     # scored after it ended, the late failure does count
     assert feature_row(by_end([early_failure, late_failure]), T0 + 500, [], 0.0)["hist_n"] == 2.0
 
 
-def test_smoothed_failure_rate_starts_at_the_prior():
+def test_smoothed_and_weighted_failure_rates():
     assert history_features([], T0)["hist_fail_rate"] == pytest.approx(0.25)
     assert history_features([], T0)["hist_n"] == 0.0
     assert math.isnan(history_features([], T0)["last_failed"])
-    history = [attempt(f"r{i}", T0 + i * 100, T0 + i * 100 + 50, outcome)
-               for i, outcome in enumerate(["success", "failure", "success", "success", "timeout", "success"])]
+    assert math.isnan(history_features([], T0)["hist_ew_fail"])
+    outcomes = ["success", "failure", "success", "success", "timeout", "success"]
+    history = [attempt(f"r{i}", T0 + i * 100, T0 + i * 100 + 50, o) for i, o in enumerate(outcomes)]
     hist = history_features(history, T0 + 10_000)
     assert hist["hist_n"] == 6.0
     assert hist["hist_fail_rate"] == pytest.approx((2 + 1) / (6 + 4))
-    assert hist["last_failed"] == 0.0
+    ew = 0.0
+    for o in outcomes[1:]:
+        ew = 0.7 * ew + 0.3 * (o != "success")
+    assert hist["hist_ew_fail"] == pytest.approx(ew)
+    assert (hist["last_failed"], hist["last2_failed"], hist["last3_failed"]) == (0.0, 1.0, 0.0)
     assert hist["consecutive_failures"] == 0.0
 
 
@@ -87,15 +110,19 @@ def test_consecutive_failures_count_every_failed_outcome_from_the_end():
     assert hist["consecutive_failures"] == 3.0
     assert hist["last_failed"] == 1.0
     assert hist["log_since_last_failure_s"] == pytest.approx(math.log1p(T0 + 1000 - (T0 + 450)))
+    assert hist["last_failure_log_duration"] == pytest.approx(math.log1p(50))
 
 
 def test_history_window_keeps_the_most_recent_attempts():
     history = [attempt(f"old{i}", T0 + i, T0 + i + 0.5, "failure") for i in range(10)]
-    history += [attempt(f"new{i}", T0 + 100 + i, T0 + 100 + i + 0.5) for i in range(HISTORY_WINDOW)]
-    hist = history_features(history, T0 + 1000)
-    assert hist["hist_n"] == float(HISTORY_WINDOW)
-    assert hist["hist_fail_rate"] == pytest.approx(1 / (HISTORY_WINDOW + 4))
+    history += [attempt(f"new{i}", T0 + 100 + i, T0 + 100 + i + 0.5) for i in range(PIPELINE_WINDOW)]
+    hist = history_features(history, T0 + 10_000)
+    assert hist["hist_n"] == float(PIPELINE_WINDOW)
+    assert hist["hist_fail_rate"] == pytest.approx(1 / (PIPELINE_WINDOW + 4))
     assert math.isnan(hist["log_since_last_failure_s"])
+    # the group (the job) remembers further back, the last hour's counters only the last hour
+    assert hist["group_n"] == 30.0 and hist["group_fail_rate"] == pytest.approx(11 / 34)
+    assert hist["group_failures_1h"] == 0.0 and hist["global_failures_1h"] == 0.0
 
 
 def test_duration_and_rss_quantiles_come_from_successful_attempts():
@@ -106,12 +133,63 @@ def test_duration_and_rss_quantiles_come_from_successful_attempts():
     assert hist["hist_duration_p50"] == pytest.approx(25.0)
     assert hist["hist_duration_p90"] == pytest.approx(37.0)
     assert hist["hist_peak_rss_p50"] == pytest.approx(250 * MB)
+    assert hist["rss_trend"] == pytest.approx(400 / 250)
+    assert hist["duration_trend"] == pytest.approx(math.log(41 / 26))
+
+
+def test_group_burst_and_calendar_features():
+    other_step = [attempt(f"o{i}", T0 + i * 60, T0 + i * 60 + 30, "failure", step_key="load") for i in range(3)]
+    other_job = [attempt("x", T0, T0 + 100, "failure", job="other")]
+    started = T0 + 400
+    row = feature_row(by_end(other_step + other_job), started, [], 0.0,
+                      attempt={"pipeline": "etl:crunch", "group": "etl"})
+    assert row["hist_n"] == 0.0  # nothing of etl:crunch itself
+    assert row["group_n"] == 3.0 and row["group_consecutive_failures"] == 3.0
+    assert row["group_failures_1h"] == 3.0 and row["global_failures_1h"] == 4.0
+    assert row["group_log_since_last_failure_s"] == pytest.approx(math.log1p(400 - 150))
+    assert row["group_starts_1h"] == 4.0  # three loads and the scored attempt itself
+    assert row["pipeline_inflight"] == 1.0
+    # T0 = 2023-11-14 22:13:20 UTC, a Tuesday
+    assert (row["hour_of_day"], row["day_of_week"]) == (22.0, 1.0)
+    # an hour later, the failures have aged out of the counters
+    later = feature_row(by_end(other_step + other_job), T0 + 4000, [], 0.0,
+                        attempt={"pipeline": "etl:crunch", "group": "etl"})
+    assert later["group_failures_1h"] == 0.0 and later["global_failures_1h"] == 0.0
+
+
+def test_overrun_with_and_without_a_requested_time():
+    assert overran({"duration_s": 99.0, "requested_s": 100.0}) == 1.0
+    assert overran({"duration_s": 98.0, "requested_s": 100.0}) == 0.0
+    assert overran({"duration_s": 31.0}, 20.0) == 1.0
+    assert overran({"duration_s": 29.0}, 20.0) == 0.0
+    assert math.isnan(overran({"duration_s": 29.0}))
+    history = [attempt(f"r{i}", T0 + i * 100, T0 + i * 100 + d, requested_s=60.0) for i, d in enumerate([30, 60, 59.5])]
+    row = history_features(by_end(history), T0 + 1000, requested_s=60.0, pipeline="etl:crunch", group="etl")
+    assert row["hist_overrun_rate"] == pytest.approx(2 / 3) and row["last_overran"] == 1.0
+    assert row["tsafrir_ratio"] == pytest.approx((60 + 59.5) / 2 / 60)
+    assert row["group_same_request_n"] == 3.0 and row["group_same_request_overrun_rate"] == pytest.approx(2 / 3)
+    # without a requested time, each past attempt is judged against the median success before it
+    plain = [attempt(f"q{i}", T0 + i * 100, T0 + i * 100 + d) for i, d in enumerate([10, 10, 10, 20, 12])]
+    row = feature_row(by_end(plain), T0 + 1000, [], 0.0)
+    assert row["seq1_overran"] == 1.0 and row["seq0_overran"] == 0.0 and math.isnan(row["seq4_overran"])
+    assert row["hist_overrun_rate"] == pytest.approx(1 / 4) and row["last_overran"] == 0.0
+
+
+def test_sequence_of_past_attempts_newest_first():
+    history = [attempt("a", T0, T0 + 10, "success"), attempt("b", T0 + 20, T0 + 50, "failure"),
+               attempt("c", T0 + 60, T0 + 70, "canceled")]
+    row = feature_row(history, T0 + 100, [], 0.0)
+    assert (row["seq0_canceled"], row["seq1_failed"], row["seq2_failed"]) == (1.0, 1.0, 0.0)
+    assert row["seq1_log_duration"] == pytest.approx(math.log1p(30))
+    assert row["seq0_log_age"] == pytest.approx(math.log1p(30))
+    assert all(math.isnan(row[f"seq{i}_failed"]) for i in range(3, SEQ_LEN))
+    assert set(MODEL_INPUT_NAMES) <= set(row)
 
 
 # ---- live -------------------------------------------------------------------------------------
 def test_live_features_from_samples():
-    hist = {"hist_duration_p50": 100.0, "hist_peak_rss_p50": 200 * MB, "_hist_work_rate": 4.0,
-            "_hist_input_bytes": 1000.0}
+    hist = {"hist_duration_p50": 100.0, "hist_peak_rss_p50": 200 * MB, "_work_rate": 4.0,
+            "_input_bytes": 1000.0}
     # 10 samples one second apart; only the newest LIVE_WINDOW (6) count for slopes and rates
     samples = [sample("r", float(t), rss=100 * MB + t * 10 * MB, cpu=0.5 * t, work=2.0 * t, input_bytes=3000)
                for t in range(10)]
@@ -126,6 +204,7 @@ def test_live_features_from_samples():
     assert live["work_rate_ratio"] == pytest.approx(2.0 / 4.0)
     assert live["input_ratio"] == pytest.approx(3.0)
     assert live["n_samples"] == 10.0
+    assert live["stage_rank"] == 1.0 and live["stage_elapsed_s"] == pytest.approx(9.5)
 
 
 def test_live_features_without_samples_or_history_are_nan():
@@ -140,31 +219,54 @@ def test_live_features_without_samples_or_history_are_nan():
     assert math.isnan(one["rss_slope_ratio"]) and math.isnan(one["cpu_util"])
 
 
-def test_feature_row_has_exactly_the_feature_names_in_order():
+def test_feature_row_holds_the_model_input_names():
     history = [attempt("a", T0, T0 + 30, input_bytes=10, work_units=3.0, peak_rss_bytes=MB)]
     row = feature_row(history, T0 + 100, [sample("r", 1.0, MB, 0.1, 1.0, 10),
                                           sample("r", 2.0, 2 * MB, 0.3, 2.0, 10)], 2.0)
-    assert tuple(row) == FEATURE_NAMES
+    assert tuple(row)[:len(FEATURE_NAMES)] == FEATURE_NAMES
+    assert set(row) == set(MODEL_INPUT_NAMES)
     assert all(type(v) is float for v in row.values())
-    assert not any(k.startswith("_") for k in row)
+
+
+def test_trace_sweep_and_live_path_build_the_same_row():
+    """history_rows (training on traces) and feature_row (scoring) agree attempt by attempt."""
+    attempts = []
+    for i in range(40):
+        pipeline = f"u{i % 3}:p{i % 5}"
+        start = T0 + i * 37.0
+        attempts.append({"pipeline": pipeline, "group": pipeline.split(":")[0], "started_at": start,
+                         "ended_at": start + 20 + (i * 13) % 90, "duration_s": 20 + (i * 13) % 90,
+                         "outcome": ("failure", "success", "canceled", "success")[i % 4], "requested_s": 80.0,
+                         "x_class": float(i % 2)})
+    swept = history_rows(attempts)
+    for i in (5, 17, 39):
+        a = attempts[i]
+        running = [b for b in attempts if b["started_at"] <= a["started_at"] <= b["ended_at"]]
+        live = feature_row([b for b in attempts if b["ended_at"] < a["started_at"]], a["started_at"], [], 0.0,
+                           attempt=a, inflight=running)
+        assert same(swept[i], live), i
 
 
 # ---- training rows ----------------------------------------------------------------------------
 def test_training_rows_labels_moments_and_remaining_time():
-    ok = attempt("ok", T0, T0 + 20, "success")
+    ok = attempt("ok", T0, T0 + 19, "success")
     failed = attempt("bad", T0 + 100, T0 + 130, "failure")
     running = attempt("running", T0 + 200, T0 + 201, "started")
     samples = {("bad", "crunch"): [sample("bad", float(t), MB * (1 + t), 0.1 * t) for t in range(1, 17)]}
 
-    rows, labels, times, remaining = training_rows([ok, failed, running], samples, points_per_attempt=8)
+    t = training_rows([ok, failed, running], samples, points_per_attempt=8)
+    rows, remaining = t.rows, t.remaining_s
 
     # "ok": one row at its start; "bad": its start plus every 2nd of its 16 samples; "running" skipped
-    assert labels == [0] + [1] * 9
-    assert times == [T0] + [T0 + 100] * 9
+    assert t.failed == [0.0] + [1.0] * 9
+    assert t.started_at == [T0] + [T0 + 100] * 9
+    assert t.ended_at == [T0 + 19] + [T0 + 130] * 9
+    # overran: more than 1.5 x the median success (19 s) -> the 30 s failure overran; no history for "ok"
+    assert math.isnan(t.overran[0]) and t.overran[1:] == [1.0] * 9
     # the sample count is capped at what the sensor fetches (SCORED_SAMPLES = 12)
     assert [r["n_samples"] for r in rows] == [0.0, 0.0, 1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 12.0, 12.0]
     assert [r["elapsed_s"] for r in rows] == [0.0, 0.0, 1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0]
-    assert remaining == [20.0, 30.0, 29.0, 27.0, 25.0, 23.0, 21.0, 19.0, 17.0, 15.0]
+    assert remaining == [19.0, 30.0, 29.0, 27.0, 25.0, 23.0, 21.0, 19.0, 17.0, 15.0]
     # the failed attempt's row sees the earlier success, not itself
     assert rows[1]["hist_n"] == 1.0 and rows[1]["last_failed"] == 0.0
     assert rows[0]["hist_n"] == 0.0
@@ -173,46 +275,58 @@ def test_training_rows_labels_moments_and_remaining_time():
 def test_training_row_equals_the_row_the_sensor_scores(sqlite_url):
     """At each sampled moment, training_rows builds the row forecast_tick would have scored then.
 
-    The sensor (forecast_service.forecast_tick) calls
-    ``feature_row(store.step_runs(job, step, limit=HISTORY_WINDOW * 5), stats.start_time,
-    store.recent_samples(keys)[key], now - stats.start_time)``: replay that through a real store,
-    one sample at a time, then compare with the rows the trainer builds once the attempt has ended.
-    The attempt has more samples than the sensor fetches, so a count of all samples would differ.
+    Replays the sensor's own code (``forecast_service.history_features`` over a real store, then
+    ``live_features`` and ``live_sequence`` of ``store.recent_samples``) one sample at a time, then
+    compares with the rows the trainer builds once the attempt has ended. The attempt has more
+    samples than the sensor fetches, so a count of all samples would differ.
     """
+    from predcheck_dagster import forecast_service
+
     store = MetricsStore(sqlite_url)
     past = [attempt(f"p{i}", T0 + i * 100, T0 + i * 100 + 40 + i, "failure" if i % 3 == 0 else "success",
                     peak_rss_bytes=(100 + i) * MB, work_units=40.0, input_bytes=1000 + i) for i in range(8)]
+    past += [attempt(f"l{i}", T0 + 500 + i * 50, T0 + 520 + i * 50, "failure" if i == 2 else "success",
+                     step_key="load") for i in range(4)]
     live_start = T0 + 1000
     # ended while the live attempt ran: the sensor's store holds it, neither row may use it
     overlapping = attempt("ov", live_start - 10, live_start + 5, "failure", peak_rss_bytes=999 * MB)
     for row in [*past, overlapping]:
-        assert store.record_step_run(row)
+        store.record_step_run({k: v for k, v in row.items() if k not in ("pipeline", "group")})
+    run = SimpleNamespace(run_id="live", job_name="etl")
 
     def sensor_row(elapsed_s: float) -> dict[str, float]:
-        history = store.step_runs(job="etl", step_key="crunch", limit=HISTORY_WINDOW * 5)
-        recent = store.recent_samples([("live", "crunch")])
-        now = live_start + elapsed_s
-        return feature_row(history, live_start, recent.get(("live", "crunch"), []), now - live_start)
+        forecast_service._HISTORY_CACHE.clear()
+        histories = store.step_histories([("etl", "crunch")], 2 * features.PIPELINE_WINDOW)
+        (hist,) = forecast_service.history_features(store, [(run, "crunch", live_start)], histories)
+        recent = store.recent_samples([("live", "crunch")], columns=forecast_service.SAMPLE_COLUMNS)  # as the sensor
+        recent = recent.get(("live", "crunch"), [])
+        return {**hist, **live_features(recent, elapsed_s, hist), **features.live_sequence(recent, hist)}
 
-    live_samples = [sample("live", 1.0 + t, (100 + 7 * t) * MB, 0.8 * t, work=1.5 * t, input_bytes=2000)
-                    for t in range(30)]
+    live_samples = [sample("live", 1.0 + t, (100 + 7 * t) * MB, 0.8 * t, work=1.5 * t, input_bytes=2000,
+                           stage="load" if t < 10 else "work") for t in range(30)]
     assert len(live_samples) > 2 * features.SCORED_SAMPLES
     scored = {0: sensor_row(0.0)}
     for n_seen, s in enumerate(live_samples, start=1):
         store.add_samples([s])
         scored[n_seen] = sensor_row(s["elapsed_s"])
-    store.record_step_run(attempt("live", live_start, live_start + 31, "failure", peak_rss_bytes=300 * MB))
+    store.record_step_run({k: v for k, v in attempt("live", live_start, live_start + 31, "failure",
+                                                    peak_rss_bytes=300 * MB).items()
+                           if k not in ("pipeline", "group")})
 
-    rows, labels, times, _ = training_rows(store.step_runs(), store.all_samples())
+    t = training_rows(store.step_runs(), store.all_samples())
 
     n_seen_at = {0.0: 0, **{s["elapsed_s"]: n for n, s in enumerate(live_samples, start=1)}}
-    live_rows = [(row, label) for row, label, t in zip(rows, labels, times, strict=True) if t == live_start]
+    live_rows = [(row, label) for row, label, start in zip(t.rows, t.failed, t.started_at, strict=True)
+                 if start == live_start]
     moments = [n_seen_at[row["elapsed_s"]] for row, _ in live_rows]
     assert moments == [0, 1, 5, 9, 13, 17, 21, 25, 29]
     for (row, label), n_seen in zip(live_rows, moments, strict=True):
-        assert same(row, scored[n_seen]), f"moment {n_seen}: {row} != {scored[n_seen]}"
-        assert label == 1
+        expected = {k: v for k, v in scored[n_seen].items() if not k.startswith("_")}
+        diff = {k: (row[k], expected.get(k)) for k in row if not same({k: row[k]}, {k: expected.get(k, -1.0)})}
+        assert same(row, expected), f"moment {n_seen}: {diff}"
+        assert label == 1.0
         assert row["hist_n"] == 8.0  # the overlapping attempt is in neither row
+        assert row["group_n"] == 12.0
 
 
 def test_scored_sample_cap_matches_what_the_sensor_fetches():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +17,7 @@ from predcheck_dagster import metrics_store as metrics_store_module
 from predcheck_dagster.errors import MetricsStoreUnavailableError
 from predcheck_dagster.metrics_store import SCHEMA_VERSION, MetricsStore
 
-from .store_urls import POSTGRES_URL, UNREACHABLE_STORE_URL
+from .store_urls import UNREACHABLE_STORE_URL
 
 T0 = 1_700_000_000.0
 
@@ -53,13 +56,14 @@ def claim_race(store: MetricsStore, parent_run_id: str, threads: int = 8) -> lis
 
 # ---- schema -----------------------------------------------------------------------------------
 def test_migrate_is_idempotent(metrics, sqlite_url, monkeypatch):
-    assert metrics.migrate() == SCHEMA_VERSION == 2
+    assert metrics.migrate() == SCHEMA_VERSION == 3
     # forget that this process migrated, as a second step process would
     monkeypatch.setattr(metrics_store_module, "_MIGRATED", set())
-    assert MetricsStore(sqlite_url).migrate() == 2
-    assert metrics.schema_version() == 2
+    assert MetricsStore(sqlite_url).migrate() == 3
+    assert metrics.schema_version() == 3
     with metrics.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM predcheck_schema")).scalar() == 2  # one row per version
+        versions = [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))]
+        assert versions == [v for v, _ in metrics_store_module.MIGRATIONS]  # each applied once
         tables = set(sa.inspect(conn).get_table_names())
     assert {"step_runs", "step_samples", "predictions", "checkpoint_requests", "checkpoints", "resumes"} <= tables
 
@@ -220,8 +224,8 @@ def test_an_unreachable_store_does_not_show_its_password():
 
 # ---- PostgreSQL -------------------------------------------------------------------------------
 @pytest.mark.postgres
-def test_postgres_store():
-    store = MetricsStore(POSTGRES_URL)
+def test_postgres_store(pg_url):
+    store = MetricsStore(pg_url)
     run, job = f"run-{uuid.uuid4().hex}", f"job_{uuid.uuid4().hex[:12]}"
     try:
         assert store.migrate() == SCHEMA_VERSION
@@ -288,8 +292,8 @@ def _create_version_1(url: str) -> None:
 def _migrates_version_1(url: str) -> None:
     _create_version_1(url)
     store = MetricsStore(url)
-    assert store.migrate() == SCHEMA_VERSION == 2
-    assert store.schema_version() == 2
+    assert store.migrate() == SCHEMA_VERSION == 3
+    assert store.schema_version() == 3
     with store.engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
     assert {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS} <= columns
@@ -318,3 +322,364 @@ def test_a_version_1_postgres_database_gains_the_profiler_columns(fresh_pg_url):
         if engine is not None:
             engine.dispose()
         metrics_store_module._MIGRATED.discard(fresh_pg_url)
+# ---- the sensor's queries: newest k per key, from the index --------------------------------------
+def test_latest_per_key_queries_on_each_backend(empty_store_url):
+    store = MetricsStore(empty_store_url)
+    keys = [(f"run-{i:03d}", "crunch") for i in range(450)]  # more than one SQLite chunk
+    store.add_samples([row for run, step in keys for row in samples_of(run, step, 5)]
+                      + samples_of("run-000", "other", 30))
+    got = store.recent_samples([*keys, ("run-000", "other"), ("absent", "crunch")], per_step=3)
+    assert len(got) == 452
+    assert all([s["elapsed_s"] for s in got[k]] == [2.0, 3.0, 4.0] for k in keys)
+    assert [s["elapsed_s"] for s in got[("run-000", "other")]] == [27.0, 28.0, 29.0]
+    assert got[("absent", "crunch")] == []
+
+    for i, ended in enumerate([T0 + 5, T0 + 1, T0 + 5, T0 + 3]):  # a tie on ended_at: id breaks it
+        store.record_step_run(step_run(f"h{i}", ended=ended))
+    store.record_step_run(step_run("other-step", step_key="load", ended=T0 + 9))
+    histories = store.step_histories([("etl", "crunch"), ("etl", "load"), ("etl", "none")], per_step=3)
+    assert [r["run_id"] for r in histories[("etl", "crunch")]] == ["h3", "h0", "h2"]  # oldest first
+    assert [r["run_id"] for r in histories[("etl", "load")]] == ["other-step"]
+    assert histories[("etl", "none")] == []
+
+
+def test_the_sensor_sample_query_walks_the_natural_key_index(empty_store_url):
+    """One backward index walk per step, never a scan and sort of the steps' whole histories."""
+    store = MetricsStore(empty_store_url)
+    store.add_samples(samples_of("r1", "a", 50) + samples_of("r2", "a", 50))
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.begin() as conn:  # the tables are tiny: make the planner show the indexed plan
+            conn.execute(sa.text("ALTER DATABASE " + empty_store_url.rsplit("/", 1)[1] + " SET enable_seqscan = off"))
+        store.engine.dispose()
+    plan = store.explain_recent_samples([("r1", "a"), ("r2", "a")], per_step=12)
+    if store.engine.dialect.name == "postgresql":
+        assert "Function Scan on wanted" in plan
+        assert "Limit" in plan
+        assert "Index Scan Backward using uq_step_samples_run_step_ts on step_samples" in plan
+        assert "Sort" not in plan
+    else:
+        assert plan.count("SEARCH step_samples USING INDEX uq_step_samples_run_step_ts (run_id=? AND step_key=?)") == 2
+        assert "TEMP B-TREE" not in plan
+
+
+# ---- migrations ---------------------------------------------------------------------------------
+V3_INDEXES = {"step_samples": {"uq_step_samples_run_step_ts"},
+              "step_runs": {"ix_step_runs_job_step_end_id"},
+              "checkpoints": {"ix_checkpoints_job_step_id", "ix_checkpoints_run_step_created"}}
+V1_ONLY_INDEXES = {"ix_step_samples_run_step_ts", "ix_step_runs_job_step_end", "ix_checkpoints_job_step"}
+
+
+def index_names(conn, table: str) -> set[str]:
+    return {ix["name"] for ix in sa.inspect(conn).get_indexes(table)}
+
+
+def test_migrating_an_empty_database(empty_store_url):
+    store = MetricsStore(empty_store_url)
+    assert store.migrate() == SCHEMA_VERSION
+    with store.engine.connect() as conn:
+        assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 2, 3]
+        for table, names in V3_INDEXES.items():
+            assert names <= index_names(conn, table)
+            assert not (index_names(conn, table) & V1_ONLY_INDEXES)
+        assert "dropped_samples" in {c["name"] for c in sa.inspect(conn).get_columns("step_samples")}
+        unique = {ix["name"]: ix["unique"] for ix in sa.inspect(conn).get_indexes("step_samples")}
+        assert unique["uq_step_samples_run_step_ts"]
+
+
+def build_v1_database(url: str) -> None:
+    """A database as version 1 left it: its DDL, a row in every table, a sample stored twice."""
+    from . import schema_v1
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        schema_v1.metadata.create_all(conn)
+        conn.execute(schema_v1.schema_info.insert().values(version=1, migrated_at=T0))
+        conn.execute(schema_v1.step_runs.insert(), [step_run("v1-run", stage_durations='{"load": 2.0}',
+                                                             peak_rss_bytes=5_000_000_000)])
+        samples = samples_of("v1-run", "crunch", 4)
+        conn.execute(schema_v1.step_samples.insert(), samples + [samples[1]])  # v1 had no key: a copy
+        conn.execute(schema_v1.predictions.insert().values(
+            ts=T0, run_id="v1-run", step_key="crunch", job="etl", served_by="model", failure_probability=0.4,
+            decision="none", features='{"x": 1.0}'))
+        conn.execute(schema_v1.checkpoint_requests.insert().values(run_id="v1-run", step_key="crunch",
+                                                                  requested_at=T0))
+        conn.execute(schema_v1.checkpoints.insert().values(
+            checkpoint_id="etl/v1-run/crunch/ckpt-000001", run_id="v1-run", root_run_id="v1-run", job="etl",
+            step_key="crunch", seq=1, kind="periodic", created_at=T0, nbytes=10, write_s=0.2))
+        conn.execute(schema_v1.resumes.insert().values(parent_run_id="v1-parent", root_run_id="v1-run", job="etl",
+                                                       claimed_at=T0, status="launched"))
+    engine.dispose()
+
+
+def test_migrating_a_version_1_database_keeps_its_data(empty_store_url):
+    build_v1_database(empty_store_url)
+    store = MetricsStore(empty_store_url)
+
+    assert store.migrate() == SCHEMA_VERSION
+    assert store.schema_version() == 3
+    with store.engine.connect() as conn:
+        assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 2, 3]
+        for table, names in V3_INDEXES.items():
+            assert names <= index_names(conn, table)
+            assert not (index_names(conn, table) & V1_ONLY_INDEXES)
+        assert {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS} <= {
+            c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
+    [run] = store.step_runs(job="etl")
+    assert (run["run_id"], run["stage_durations"], run["peak_rss_bytes"]) == ("v1-run", '{"load": 2.0}',
+                                                                               5_000_000_000)
+    samples = store.samples("v1-run", "crunch")
+    assert [(s["id"], s["elapsed_s"], s["dropped_samples"]) for s in samples] == [
+        (1, 0.0, None), (2, 1.0, None), (3, 2.0, None), (4, 3.0, None)]  # the later copy (id 5) is gone
+    assert [p["features"] for p in store.predictions("v1-run")] == ['{"x": 1.0}']
+    assert store.pending_request("v1-run", "crunch")["requested_at"] == T0
+    assert [c["checkpoint_id"] for c in store.checkpoints(run_id="v1-run")] == ["etl/v1-run/crunch/ckpt-000001"]
+    assert store.mean_checkpoint_cost("etl", "crunch", default=0.0) == pytest.approx(0.2)
+    assert [r["status"] for r in store.resumes(root_run_id="v1-run")] == ["launched"]
+    # the new key holds: writing the same sample again stores nothing
+    store.add_samples(samples_of("v1-run", "crunch", 6))
+    assert [s["elapsed_s"] for s in store.samples("v1-run", "crunch")] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_migration_merged_later_with_a_lower_number_still_runs(sqlite_url, monkeypatch):
+    """Branches number their migrations independently (store: 3, profiler: 2): a database already
+    at 3 (main before the merge) must still get 2 once both are merged."""
+    merged = list(metrics_store_module.MIGRATIONS)
+    assert [v for v, _ in merged] == [1, 2, 3]
+    monkeypatch.setattr(metrics_store_module, "MIGRATIONS", [m for m in merged if m[0] != 2])
+    store = MetricsStore(sqlite_url)
+    store.migrate()
+    ran = []
+
+    def migrate_to_2(conn):
+        ran.append(2)
+        metrics_store_module._migrate_to_2(conn)
+
+    monkeypatch.setattr(metrics_store_module, "MIGRATIONS", [(v, migrate_to_2 if v == 2 else f) for v, f in merged])
+    metrics_store_module._MIGRATED.discard(sqlite_url)
+    store.migrate()
+    metrics_store_module._MIGRATED.discard(sqlite_url)
+    store.migrate()
+    assert ran == [2]
+    with store.engine.connect() as conn:
+        assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 3, 2]
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
+    assert {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS} <= columns
+
+
+# ---- the spool: records survive an unreachable store, and are written once --------------------------
+def blocked_sqlite_url(tmp_path) -> tuple[str, object]:
+    """A SQLite URL whose directory is a file: unreachable until ``unblock()``."""
+    blocker = tmp_path / "db"
+    blocker.write_text("not a directory")
+
+    def unblock() -> None:
+        blocker.unlink()
+        metrics_store_module._DOWN.clear()  # as if STORE_RETRY_S had passed
+
+    return f"sqlite:///{tmp_path}/db/metrics.db", unblock
+
+
+def spooled_rows(store: MetricsStore) -> list[tuple[str, int]]:
+    import json
+
+    return [(line["kind"], len(line["rows"])) for path in store.spool.files()
+            for line in map(json.loads, open(path).read().splitlines())]
+
+
+def test_an_unreachable_store_spools_and_a_flush_writes_every_record_once(tmp_path):
+    url, unblock = blocked_sqlite_url(tmp_path)
+    store = MetricsStore(url, spool_dir=str(tmp_path / "spool"))
+
+    assert store.write_samples(samples_of("r1", "crunch", 3)) == "spooled"
+    assert store.write_samples(samples_of("r1", "crunch", 5)[3:]) == "spooled"
+    assert store.write_step_run(step_run("r1", stage_durations={"load": 1.0})) == "spooled"
+    assert spooled_rows(store) == [("samples", 3), ("samples", 2), ("step_run", 1)]
+    assert (tmp_path / "spool" / os.path.basename(store.spool.directory) / "STORE").read_text() == url + "\n"
+    with pytest.raises(MetricsStoreUnavailableError):
+        MetricsStore(url).write_samples(samples_of("r1", "crunch", 1))  # no spool: the caller is told
+
+    unblock()
+    report = store.flush_spool()
+    assert (report.files, report.samples, report.step_runs, report.left_files) == (1, 5, 1, 0)
+    assert [s["elapsed_s"] for s in store.samples("r1", "crunch")] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    [run] = store.step_runs(run_id="r1")
+    assert run["stage_durations"] == '{"load": 1.0}'
+    assert store.flush_spool().files == 0
+
+    # the same records spooled again (a flush that died before deleting its file) change nothing
+    store.spool.append("samples", samples_of("r1", "crunch", 5))
+    store.spool.append("step_run", [dict(run, stage_durations='{"load": 1.0}')])
+    assert store.flush_spool().samples == 5
+    assert len(store.samples("r1", "crunch")) == 5 and len(store.step_runs(run_id="r1")) == 1
+    assert store.write_step_run(step_run("r1")) == "duplicate"
+
+
+def test_spooled_rows_of_other_versions_are_flushed(tmp_path, sqlite_url):
+    """A spool written by an older version (no dropped_samples) or a newer one (a field this
+    version's table lacks) mixes with this version's rows in one flush."""
+    store = MetricsStore(sqlite_url, spool_dir=str(tmp_path / "spool"))
+    old, new = samples_of("r1", "a", 2), samples_of("r1", "a", 4)[2:]
+    for s in new:
+        s.update(dropped_samples=3, cpu_user_s=0.5)
+    store.spool.append("samples", old + new)
+    assert store.flush_spool().samples == 4
+    assert [(s["elapsed_s"], s["dropped_samples"]) for s in store.samples("r1", "a")] == [
+        (0.0, None), (1.0, None), (2.0, 3), (3.0, 3)]
+
+
+def test_a_flush_interrupted_between_chunks_is_repeated_without_duplicates(tmp_path, monkeypatch):
+    url, unblock = blocked_sqlite_url(tmp_path)
+    store = MetricsStore(url, spool_dir=str(tmp_path / "spool"))
+    for start in range(0, 12_000, 1000):
+        store.write_samples([{**s, "ts": T0 + start + i} for i, s in enumerate(samples_of("r1", "a", 1000))])
+    unblock()
+
+    real, calls = metrics_store_module._insert_ignoring_duplicates, []
+
+    def dies_on_the_second_chunk(conn, table, rows):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise sa.exc.OperationalError("INSERT", None, Exception("server closed the connection unexpectedly"))
+        real(conn, table, rows)
+
+    monkeypatch.setattr(metrics_store_module, "_insert_ignoring_duplicates", dies_on_the_second_chunk)
+    report = store.flush_spool()
+    assert report.files == 0 and report.samples == 5000 and report.left_files == 1
+    assert "server closed the connection unexpectedly" in report.errors[0]
+    metrics_store_module._DOWN.clear()
+    assert len(store.samples("r1", "a")) == 5000
+    assert store.flush_spool().samples == 12_000
+    assert len(store.samples("r1", "a")) == 12_000
+    assert store.spool.files() == []
+
+
+def test_after_a_failure_calls_fail_fast_for_a_while(monkeypatch):
+    store = MetricsStore(UNREACHABLE_STORE_URL)
+    with pytest.raises(MetricsStoreUnavailableError) as first:
+        store.pending_request("r", "s")
+
+    def must_not_connect(self):
+        raise AssertionError("connected again inside the fail-fast window")
+
+    monkeypatch.setattr(MetricsStore, "migrate", must_not_connect)
+    with pytest.raises(MetricsStoreUnavailableError) as second:
+        store.record_step_run(step_run("r1"))
+    assert str(second.value) == str(first.value)
+    monkeypatch.setattr(metrics_store_module, "STORE_RETRY_S", 0.0)
+    metrics_store_module._DOWN.clear()
+    with pytest.raises(AssertionError, match="connected again"):
+        store.pending_request("r", "s")  # the window is over: the next call tries the store again
+
+
+def test_the_next_successful_write_flushes_other_processes_spools_in_the_background(tmp_path, sqlite_url):
+    store = MetricsStore(sqlite_url, spool_dir=str(tmp_path / "spool"))
+    left_behind = Path(store.spool.directory)
+    left_behind.mkdir(parents=True)
+    (left_behind / "otherhost-4242-0a0a0a0a.jsonl").write_text(  # a process that exited while the store was down
+        json.dumps({"kind": "step_run", "rows": [step_run("r-exited")]}) + "\n"
+        + json.dumps({"kind": "samples", "rows": samples_of("r-exited", "crunch", 4)}) + "\n")
+
+    assert store.write_samples(samples_of("r-live", "crunch", 1)) == "stored"
+
+    deadline = time.monotonic() + 10
+    while store.spool.files() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.spool.files() == []
+    assert len(store.samples("r-exited", "crunch")) == 4
+    assert [r["run_id"] for r in store.step_runs(run_id="r-exited")] == ["r-exited"]
+
+
+@pytest.mark.postgres
+def test_postgres_copy_of_a_batch_stored_before_skips_what_is_there(pg_url):
+    store, run = MetricsStore(pg_url), f"run-{uuid.uuid4().hex}"
+    store.add_samples(samples_of(run, "a", 3))
+    store.add_samples(samples_of(run, "a", 6))  # a retried batch overlapping the stored one: COPY refuses, rows go
+    assert [s["elapsed_s"] for s in store.samples(run, "a")] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+# ---- retention: compaction --------------------------------------------------------------------------
+NOW = T0 + 30 * 24 * 3600
+DAY = 24 * 3600.0
+OLD = (NOW - 10 * DAY) // 60 * 60  # a multiple of 60: the minute windows start at OLD, OLD + 60, ...
+
+
+def seed_for_compaction(store: MetricsStore) -> None:
+    """Four steps with a sample a second for 5 minutes: ended 10 days ago (twice: a retry), ended 1 hour
+    ago, still running (no record), and ended 10 days ago in another run."""
+    def stream(run: str, step: str, start: float) -> list[dict]:
+        return [{"run_id": run, "step_key": step, "ts": start + i, "elapsed_s": float(i), "rss_bytes": i}
+                for i in range(300)]
+
+    old, recent = OLD, NOW - 3600
+    store.record_step_run(step_run("old", ended=old - 250, outcome="failure"))
+    store.record_step_run(step_run("old", attempt=2, ended=old + 300))
+    store.record_step_run(step_run("old-2", step_key="load", ended=old + 300))
+    store.record_step_run(step_run("recent", ended=recent + 300))
+    store.add_samples(stream("old", "crunch", old) + stream("old-2", "load", old) + stream("recent", "crunch", recent)
+                      + stream("running", "crunch", NOW - 300))
+
+
+def test_compaction_keeps_one_sample_per_window_of_finished_steps(empty_store_url):
+    store = MetricsStore(empty_store_url)
+    seed_for_compaction(store)
+    progress = []
+
+    report = store.compact(older_than_s=7 * DAY, keep_every_s=60, now=NOW, batch_steps=1,
+                           progress=lambda done, total: progress.append((done, total)))
+
+    expected = [OLD + w * 60 for w in range(5)] + [OLD + 299]  # first of each minute, and the last sample
+    for run, step in (("old", "crunch"), ("old-2", "load")):
+        assert [s["ts"] for s in store.samples(run, step)] == expected
+    assert len(store.samples("recent", "crunch")) == 300  # ended 1 h ago: younger than 7 days
+    assert len(store.samples("running", "crunch")) == 300  # in flight: never touched
+    assert (report.deleted, report.groups, report.total_groups, report.batches, report.finished) == (
+        2 * 294, 2, 2, 2, True)
+    assert progress == [(1, 2), (2, 2)]
+    assert report.message().startswith("compaction: deleted 588 sample(s) of 2/2 finished step(s) in 2 batch(es)")
+
+    again = store.compact(older_than_s=7 * DAY, keep_every_s=60, now=NOW)
+    assert again.deleted == 0  # idempotent
+
+    everything = store.compact(older_than_s=0, keep_every_s=0, now=NOW)  # retention only: delete them all
+    assert everything.deleted == 12 + 300
+    assert set(store.all_samples()) == {("running", "crunch")}
+
+
+def test_compaction_stops_at_its_time_budget(empty_store_url):
+    store = MetricsStore(empty_store_url)
+    seed_for_compaction(store)
+    report = store.compact(older_than_s=7 * DAY, keep_every_s=60, now=NOW, budget_s=0.0)
+    assert (report.finished, report.deleted, report.batches) == (False, 0, 0)
+    assert report.message().endswith("time budget reached, the next run continues")
+    assert store.compact(older_than_s=7 * DAY, keep_every_s=60, now=NOW).deleted == 588
+
+
+# ---- the Dagster instance's PostgreSQL as the default store -----------------------------------------
+def test_the_instance_postgres_url_is_used_with_the_psycopg2_driver():
+    from types import SimpleNamespace
+
+    from predcheck_dagster.resource import PredcheckResource, instance_store_url
+
+    def instance(run_url=None, event_url=None):
+        return SimpleNamespace(run_storage=SimpleNamespace(postgres_url=run_url) if run_url else object(),
+                               event_log_storage=SimpleNamespace(postgres_url=event_url) if event_url else object())
+
+    assert instance_store_url(instance("postgresql://u:p%40ss@db:5432/dagster?sslmode=require")) == \
+        "postgresql+psycopg2://u:p%40ss@db:5432/dagster?sslmode=require"
+    assert instance_store_url(instance(event_url="postgresql+psycopg2://u@db/events")) == \
+        "postgresql+psycopg2://u@db/events"
+    assert instance_store_url(instance()) is None  # SQLite storage: no postgres_url
+
+    pg = instance("postgresql+psycopg2://u@db:5432/dagster")
+    assert PredcheckResource().metrics_store(pg).url == "postgresql+psycopg2://u@db:5432/dagster"
+    assert PredcheckResource(store_url="sqlite:////x/m.db").metrics_store(pg).url == "sqlite:////x/m.db"
+    assert PredcheckResource().metrics_store(instance()).url.endswith("/predcheck/metrics.db")
+    assert PredcheckResource().metrics_store().url.endswith("/predcheck/metrics.db")
+
+
+def test_recent_samples_of_chosen_columns(empty_store_url):
+    store = MetricsStore(empty_store_url)
+    store.add_samples(samples_of("r1", "a", 5))
+    got = store.recent_samples([("r1", "a")], per_step=2, columns=("elapsed_s", "rss_bytes"))
+    assert got[("r1", "a")] == [{"run_id": "r1", "step_key": "a", "elapsed_s": 3.0, "rss_bytes": 1003},
+                                {"run_id": "r1", "step_key": "a", "elapsed_s": 4.0, "rss_bytes": 1004}]

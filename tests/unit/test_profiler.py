@@ -16,7 +16,7 @@ SUMMARY_KEYS = {"started_at", "ended_at", "duration_s", "cpu_s", "cpu_user_s", "
                 "mean_rss_bytes", "read_bytes", "write_bytes", "netns_recv_bytes", "netns_sent_bytes",
                 "stage_durations", "stage_profile", "work_units", "host", "dropped_samples", "profiler_errors"}
 SAMPLE_KEYS = {"run_id", "step_key", "ts", "elapsed_s", "cpu_s", "rss_bytes", "read_bytes", "write_bytes",
-               "stage", "work_units", "input_bytes"}
+               "stage", "work_units", "input_bytes", "dropped_samples"}
 STAGE_KEYS = {"wall_s", "cpu_user_s", "cpu_system_s", "read_bytes", "write_bytes", "peak_rss_bytes"}
 
 
