@@ -17,7 +17,7 @@ from dagster._core.execution.stats import StepEventStatus
 from predcheck_dagster import features, policy
 from predcheck_dagster.checkpoint_store import Prediction
 from predcheck_dagster.features import LIVE_SAMPLE_FIELDS, SCORED_SAMPLES, bottleneck_stages
-from predcheck_dagster.reconcile import DEADLINE_TAG
+from predcheck_dagster.outcome import DEADLINE_TAG
 from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
 
 TAG = "predcheck/"

@@ -2,14 +2,14 @@
 
 A team with months of runs gets a forecaster on day one: every finished step attempt of every
 finished run becomes a row (start, end, outcome, error class, attempt number, retries), measured
-by the event log (no CPU or memory figures exist for the past). Attempts already recorded (by the
-hooks or an earlier import) are left alone, so the import can be re-run.
+by the event log (no CPU or memory figures exist for the past), labelled by the same rules as the
+hooks (deadline, error fingerprint). Attempts already recorded (by the hooks or an earlier
+import) are left alone, so the import can be re-run.
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,8 @@ from dagster._core.execution.stats import StepEventStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 from predcheck_dagster.metrics_store import MetricsStore
-from predcheck_dagster.reconcile import CRASH_ERRORS, failure_errors
+from predcheck_dagster.outcome import deadline_from_tags, label_outcome
+from predcheck_dagster.reconcile import CRASH_ERRORS, StepError, failure_errors, step_tags, tags_of_step
 
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 PAGE = 200
@@ -47,7 +48,8 @@ def finished_runs(instance: DagsterInstance, since: datetime | None = None) -> I
 def attempt_rows(instance: DagsterInstance, run: DagsterRun) -> list[dict[str, Any]]:
     """One row per finished step attempt of ``run``; retried attempts are failures."""
     rows = []
-    errors: dict[str, tuple[str, str]] | None = None
+    errors: dict[str, StepError] | None = None
+    tags: dict[str, Mapping[str, str]] | None = None
     for stats in instance.get_run_step_stats(run.run_id):
         if stats.status not in (StepEventStatus.SUCCESS, StepEventStatus.FAILURE):
             continue
@@ -58,24 +60,28 @@ def attempt_rows(instance: DagsterInstance, run: DagsterRun) -> list[dict[str, A
             if not started or not ended:
                 continue
             last = number == len(markers)
-            error_class = message = None
+            error = StepError(None, None, None)
             outcome = "success"
             if not last or stats.status == StepEventStatus.FAILURE:
                 outcome = "failure"
                 if last:
                     if errors is None:
                         errors = failure_errors(instance, run.run_id)
-                    error_class, message = errors.get(stats.step_key, (None, None))
-                    if error_class in CRASH_ERRORS:
+                    error = errors.get(stats.step_key) or error
+                    if error.cls_name in CRASH_ERRORS:
                         outcome = "crashed"
                 else:
-                    error_class = "RetryRequested"
+                    error = StepError("RetryRequested", None, None)
+            if tags is None:
+                tags = step_tags(instance, run)
+            deadline = deadline_from_tags(tags_of_step(tags, stats.step_key), run.tags)
             rows.append({
                 "run_id": run.run_id, "root_run_id": run.root_run_id or run.run_id, "job": run.job_name,
                 "step_key": stats.step_key, "partition_key": run.tags.get("dagster/partition"),
                 "attempt": number, "started_at": started, "ended_at": ended, "duration_s": max(0.0, ended - started),
-                "outcome": outcome, "error_class": error_class, "error_message": message,
-                "stage_durations": {}, "host": socket.gethostname(), "measured_by": "event_log",
+                "outcome": label_outcome(outcome, ended - started, deadline), "deadline_s": deadline,
+                "error_class": error.cls_name, "error_message": error.message, "error_fingerprint": error.fingerprint,
+                "stage_durations": {}, "host": None, "measured_by": "event_log",
             })
     return rows
 

@@ -7,14 +7,16 @@ sha256 check and retention as in-step checkpoints. Safe serializers only unless 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 from pydantic import Field
 
-from predcheck_dagster.checkpoint_store import CheckpointStore
 from predcheck_dagster.errors import CheckpointNotFoundError
 from predcheck_dagster.resource import STEP_IO_BYTES, default_checkpoint_root
+
+if TYPE_CHECKING:  # loaded when an output is first handled: fsspec is not imported before
+    from predcheck_dagster.checkpoint_store import CheckpointStore
 
 
 class CheckpointIOManager(ConfigurableIOManager):
@@ -30,6 +32,8 @@ class CheckpointIOManager(ConfigurableIOManager):
                                "(JSON, numpy, parquet) handles. Only if you trust the storage's writers.")
 
     def _store(self) -> CheckpointStore:
+        from predcheck_dagster.checkpoint_store import CheckpointStore
+
         return CheckpointStore(self.root_url or default_checkpoint_root(), retention=self.retention,
                                allow_pickle=self.allow_pickle, storage_options=self.storage_options)
 

@@ -48,6 +48,21 @@ STEP_FLUSH_BUDGET_S = 5.0  # at the end of a step, flush this process's own spoo
 
 metadata = sa.MetaData()
 
+# step_runs columns added by schema version 2 (the event profiler, issue #3); docs/profiler.md says
+# what each one measures.
+STEP_RUNS_V2_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("cpu_user_s", sa.Float),
+    ("cpu_system_s", sa.Float),
+    ("error_fingerprint", sa.String(40)),  # sha1 hex, predcheck_dagster.outcome.error_fingerprint
+    ("executor", sa.String(255)),  # multiprocess | in_process | the executor definition's name
+    ("deadline_s", sa.Float),  # the deadline that applied (op tag, else run tag), if any
+    ("stage_profile", sa.Text),  # JSON {stage: {wall_s, cpu_user_s, cpu_system_s, read_bytes, ...}}
+    ("netns_recv_bytes", sa.BigInteger),  # the network namespace's counters, not the process's
+    ("netns_sent_bytes", sa.BigInteger),
+    ("samples_dropped", sa.Integer),  # live samples taken but not stored
+    ("profiler_errors", sa.Integer),  # errors inside the profiler (caught; the step was unaffected)
+)
+
 schema_info = sa.Table(
     "predcheck_schema", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
@@ -83,6 +98,7 @@ step_runs = sa.Table(
     sa.Column("code_version", sa.String(255)),
     sa.Column("host", sa.String(255)),
     sa.Column("measured_by", sa.String(32)),  # profiler | process | event_log
+    *(sa.Column(name, type_) for name, type_ in STEP_RUNS_V2_COLUMNS),
     sa.UniqueConstraint("run_id", "step_key", "attempt", name="uq_step_runs_attempt"),
 )
 # The sensor's history query (newest k attempts of a job/step) walks this index backwards.
@@ -223,6 +239,15 @@ def _migrate_to_1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
+def _migrate_to_2(conn: Connection) -> None:
+    """step_runs gains the profiler's columns (a database created at version 1 lacks them)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
+    for name, type_ in STEP_RUNS_V2_COLUMNS:
+        if name not in present:
+            ddl = sa.schema.CreateColumn(sa.Column(name, type_)).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE step_runs ADD COLUMN {ddl}"))
+
+
 # Indexes of version 3, and the version-1 indexes they replace.
 V3_INDEXES = {"step_samples": ("uq_step_samples_run_step_ts",), "step_runs": ("ix_step_runs_job_step_end_id",),
               "checkpoints": ("ix_checkpoints_job_step_id", "ix_checkpoints_run_step_created")}
@@ -255,7 +280,8 @@ def _migrate_to_3(conn: Connection) -> None:
                 conn.execute(sa.text(f"DROP INDEX IF EXISTS {old}"))
 
 
-MIGRATIONS: Sequence[tuple[int, Callable[[Connection], None]]] = ((1, _migrate_to_1), (3, _migrate_to_3))
+MIGRATIONS: Sequence[tuple[int, Callable[[Connection], None]]] = (
+    (1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3))
 
 _ENGINES: dict[str, Engine] = {}
 _MIGRATED: set[str] = set()
@@ -496,8 +522,9 @@ class MetricsStore:
     def record_step_run(self, row: Mapping[str, Any]) -> bool:
         """Insert one step attempt; returns False if that attempt was already recorded."""
         values = dict(row)
-        if isinstance(values.get("stage_durations"), dict):
-            values["stage_durations"] = json.dumps(values["stage_durations"])
+        for column in ("stage_durations", "stage_profile"):  # JSON text, as the readers expect
+            if isinstance(values.get(column), dict):
+                values[column] = json.dumps(values[column])
         try:
             self._run(lambda c: c.execute(step_runs.insert().values(**values)))
         except sa.exc.IntegrityError:
@@ -697,8 +724,9 @@ class MetricsStore:
         ``STEP_FLUSH_BUDGET_S``): a step process may exit right after its hook.
         """
         values = dict(row)
-        if isinstance(values.get("stage_durations"), dict):
-            values["stage_durations"] = json.dumps(values["stage_durations"])
+        for column in ("stage_durations", "stage_profile"):  # JSON text, as the readers (and the spool) expect
+            if isinstance(values.get(column), dict):
+                values[column] = json.dumps(values[column])
         try:
             stored = self.record_step_run(values)
         except MetricsStoreUnavailableError as e:

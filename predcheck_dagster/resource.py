@@ -13,23 +13,25 @@ Inside an op::
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster import Config, ConfigurableResource
+from dagster import Config, ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from predcheck_dagster import policy
-from predcheck_dagster.checkpoint_store import CheckpointStore
-from predcheck_dagster.checkpointer import Checkpointer, CheckpointSettings, StepIdentity
-from predcheck_dagster.metrics_store import MetricsStore
-from predcheck_dagster.profiler import StepProfiler
-from predcheck_dagster.resume_plan import ResumePlan
+
+if TYPE_CHECKING:  # imported where used: a step that never checkpoints needs neither fsspec nor SQLAlchemy
+    from predcheck_dagster.checkpoint_store import CheckpointStore
+    from predcheck_dagster.checkpointer import Checkpointer, CheckpointSettings
+    from predcheck_dagster.metrics_store import MetricsStore
+    from predcheck_dagster.profiler import StepProfiler
+    from predcheck_dagster.resume_plan import ResumePlan
 
 DEFAULT_MODEL_NAME = "predcheck-forecaster"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
 DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
 
-SUCCESS_HOOK_NAME, FAILURE_HOOK_NAME = "predcheck_success_hook", "predcheck_failure_hook"
+HOOK_NAME = "predcheck_hook"
 # Steps of this process that hold a checkpointer, by (run_id, step_key): the hooks close them.
 ACTIVE_STEPS: dict[tuple[str, str], Checkpointer] = {}
 # Bytes read and written by the IO manager per (run_id, step_key), for the hooks' record.
@@ -134,7 +136,13 @@ class PredcheckResource(ConfigurableResource):
         "automatic resumes.")
     risk_threshold: float = Field(default=0.5, description="Failure probability above which a run is "
                                   "tagged predcheck/risk=high.")
-    sample_interval_s: float = Field(default=5.0, description="Seconds between live samples of a step.")
+    sample_interval_s: float = Field(default=5.0, description="Seconds between live samples of a step "
+                                     "(step_samples); 0 takes none.")
+    measure_stage_peak_rss: bool = Field(
+        default=True, description="Measure each stage's peak RSS by resetting the kernel's peak-RSS mark "
+        "(VmHWM, via /proc/self/clear_refs) at every stage boundary. Turn off if your ops read "
+        "getrusage().ru_maxrss or VmHWM themselves; step_runs.peak_rss_bytes is then the process's "
+        "lifetime peak.")
     poll_interval_s: float = Field(default=1.0, description="Seconds between a step's polls for "
                                    "checkpoint requests.")
     checkpoint_interval_s: float | None = Field(
@@ -166,21 +174,74 @@ class PredcheckResource(ConfigurableResource):
         "on another host.")
     resume: ResumePlanConfig | None = Field(default=None, description="Set by the resume sensor.")
 
+    # ---- lifecycle: profile every step of the run in this process ------------------------------
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Profile each step of the run from its own events (see ``step_events``); never raises."""
+        try:
+            if context.instance is not None and context.dagster_run is not None:
+                from predcheck_dagster.step_events import listen
+
+                run_id = context.dagster_run.run_id
+                instance = context.instance
+                listen(instance, run_id, lambda step_key: self.step_profiler(run_id, step_key, instance=instance))
+        except Exception as e:  # noqa: BLE001 - without the listener the hooks measure the process
+            context.log.warning(f"predcheck: steps of this run are not profiled: {type(e).__name__}: {e}")
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        try:
+            if context.instance is not None and context.dagster_run is not None:
+                from predcheck_dagster.step_events import unlisten
+
+                unlisten(context.instance, context.dagster_run.run_id)
+        except Exception:  # noqa: BLE001, S110 - nothing left to measure
+            pass
+
     # ---- factories (cheap, no I/O) ------------------------------------------------------------
     def metrics_store(self, instance: Any | None = None) -> MetricsStore:
         """The metrics store: ``store_url``; else ``instance``'s dagster-postgres database; else the
         embedded SQLite. Pass the Dagster instance wherever one is at hand (steps, hooks, sensors)."""
+        from predcheck_dagster.metrics_store import MetricsStore
+
+        return MetricsStore(self._store_url(instance), spool_dir=self.spool_dir or default_spool_dir())
+
+    def _store_url(self, instance: Any | None = None) -> str:
         url = self.store_url or (instance_store_url(instance) if instance is not None else None)
-        return MetricsStore(url or default_store_url(), spool_dir=self.spool_dir or default_spool_dir())
+        return url or default_store_url()
+
+    def step_profiler(self, run_id: str, step_key: str, interval_s: float | None = None,
+                      instance: Any | None = None) -> StepProfiler:
+        """The profiler of one step attempt (not started), its samples going to the metrics store of
+        ``metrics_store(instance)`` through ``write_samples``: spooled when the store is unreachable."""
+        from predcheck_dagster.profiler import StepProfiler
+
+        url, spool_dir = self._store_url(instance), self.spool_dir or default_spool_dir()
+        stores: list[MetricsStore] = []
+
+        def write_samples(rows: Any) -> None:  # the store module loads in the writer thread, if ever
+            if not stores:
+                from predcheck_dagster.metrics_store import MetricsStore
+
+                stores.append(MetricsStore(url, spool_dir=spool_dir))
+            stores[0].write_samples(rows)
+
+        return StepProfiler(run_id, step_key, sink=write_samples,
+                            interval_s=self.sample_interval_s if interval_s is None else interval_s,
+                            reset_peak=self.measure_stage_peak_rss)
 
     def checkpoint_store(self) -> CheckpointStore:
+        from predcheck_dagster.checkpoint_store import CheckpointStore
+
         return CheckpointStore(self.checkpoint_root or default_checkpoint_root(), retention=self.retention,
                                allow_pickle=self.allow_pickle, storage_options=self.storage_options)
 
     def resume_plan(self) -> ResumePlan | None:
+        from predcheck_dagster.resume_plan import ResumePlan
+
         return ResumePlan.from_config(self.resume.model_dump() if self.resume else None)
 
     def checkpoint_settings(self) -> CheckpointSettings:
+        from predcheck_dagster.checkpointer import CheckpointSettings
+
         return CheckpointSettings(
             poll_interval_s=self.poll_interval_s, fixed_interval_s=self.checkpoint_interval_s,
             min_interval_s=self.min_checkpoint_interval_s, max_interval_s=self.max_checkpoint_interval_s,
@@ -189,6 +250,9 @@ class PredcheckResource(ConfigurableResource):
     # ---- the step's entry ---------------------------------------------------------------------
     def checkpointer(self, context: Any) -> Checkpointer:
         """The checkpointer of the step ``context`` runs (one per step attempt and process)."""
+        from predcheck_dagster.checkpointer import Checkpointer, StepIdentity
+        from predcheck_dagster.step_events import STEP_PROFILERS
+
         step = context.get_step_execution_context()
         run = context.run
         identity = StepIdentity(
@@ -201,14 +265,19 @@ class PredcheckResource(ConfigurableResource):
         if existing is not None:
             return existing
         metrics = self.metrics_store(context.instance)
-        hooked = any(h.name == SUCCESS_HOOK_NAME for h in step.job_def.get_all_hooks_for_handle(step.node_handle))
-        if not hooked:  # nothing would stop a sampler thread at the end of the step
-            context.log.warning("predcheck: this step has no predcheck_hooks, so it is not profiled; add them "
-                                "with pc.instrument(defs) or job.with_hooks(pc.predcheck_hooks).")
-        profiler = StepProfiler(identity.run_id, identity.step_key, sink=metrics.write_samples,
-                                interval_s=self.sample_interval_s if hooked else 0.0)
+        hooked = any(h.name == HOOK_NAME for h in step.job_def.get_all_hooks_for_handle(step.node_handle))
+        if not hooked:
+            context.log.warning("predcheck: this step has no predcheck_hooks, so its attempts are not recorded; "
+                                "add them with pc.instrument(defs) or job.with_hooks(pc.predcheck_hooks).")
+        profiler = STEP_PROFILERS.get(key)  # started at STEP_START by the run's event listener
+        if profiler is None:  # no listener (e.g. a direct invocation): profile from here
+            # without the hooks, nothing would stop a sampler thread at the end of the step
+            profiler = self.step_profiler(identity.run_id, identity.step_key,
+                                          interval_s=None if hooked else 0.0, instance=context.instance).start()
+            if hooked:
+                STEP_PROFILERS[key] = profiler
+        profiler.computing()
         profiler.input_bytes = STEP_IO_BYTES.get(key, {}).get("input")  # inputs load before compute
-        profiler.start()
         plan = self.resume_plan()
         if plan is None and run.parent_run_id:
             plan = self._plan_for_retry(context)

@@ -58,6 +58,14 @@ def pg_url() -> Iterator[str]:
     _drop_database(url)
 
 
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database of its own, dropped after the test."""
+    url = _create_database()
+    yield url
+    _drop_database(url)
+
+
 def _sqlite_backend(home: Path) -> Backend:
     return Backend("sqlite", "telemetry:\n  enabled: false\n", f"sqlite:///{home}/predcheck/metrics.db")
 

@@ -87,15 +87,19 @@ def test_malformed_config_is_refused_before_the_run_starts(instance) -> None:
             instance=instance, run_config={"resources": {"predcheck": {"config": {"risk_threshold": "high"}}}})
 
 
-def test_a_step_without_the_hooks_is_not_profiled_and_is_told_why(instance) -> None:
+def test_a_step_without_the_hooks_is_not_recorded_and_is_told_why(instance) -> None:
     import threading
 
     from predcheck_dagster.resource import ACTIVE_STEPS
+    from predcheck_dagster.step_events import STEP_PROFILERS
 
-    plain = Definitions(jobs=[counting_job], resources={"predcheck": pc.PredcheckResource()})
+    plain = Definitions(jobs=[counting_job], resources={"predcheck": pc.PredcheckResource(sample_interval_s=0.01)})
     before = {t.name for t in threading.enumerate()}
     result = plain.get_job_def("counting_job").execute_in_process(instance=instance)
     assert result.success and result.output_for_node("counter") == 5
-    assert "this step has no predcheck_hooks, so it is not profiled" in _run_warnings(instance, result.run_id)
+    assert "this step has no predcheck_hooks, so its attempts are not recorded" in _run_warnings(
+        instance, result.run_id)
+    # the step's own STEP_SUCCESS stopped its sampler; the run's end released its profiler
     assert not any(name.startswith("predcheck-sampler") for name in {t.name for t in threading.enumerate()} - before)
-    assert (result.run_id, "counter") not in ACTIVE_STEPS
+    assert (result.run_id, "counter") not in ACTIVE_STEPS and (result.run_id, "counter") not in STEP_PROFILERS
+    assert pc.PredcheckResource().metrics_store().step_runs(run_id=result.run_id) == []

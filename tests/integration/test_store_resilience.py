@@ -176,7 +176,8 @@ def test_in_process_run_across_a_restart_stores_exactly_the_samples_taken(cluste
     for step_key, profiler in taken.items():
         assert profiler.dropped_samples == 0
         stored = store.samples(run_id, step_key)
-        assert len(stored) == profiler._rss_n, f"{step_key}: {profiler._rss_n} samples taken, {len(stored)} stored"
+        taken_n = profiler.samples_taken
+        assert len(stored) == taken_n, f"{step_key}: {taken_n} samples taken, {len(stored)} stored"
     assert sorted(r["step_key"] for r in store.step_runs(run_id=run_id)) == ["busy_a", "busy_b"]
     assert _spool_files(dagster_home) == []
     assert any("Meanwhile step records are spooled" in r.getMessage() for r in caplog.records)
@@ -199,7 +200,7 @@ def test_a_store_down_from_the_start_spools_everything_and_a_tick_flushes_it(clu
             warnings = [e.message for e in instance.all_logs(result.run_id)
                         if e.message and "recorded in the local spool" in e.message]
             assert len(warnings) == 2  # one per step, from the hook
-            taken = sum(ck.profiler._rss_n for ck in store_jobs.CHECKPOINTERS)
+            taken = sum(ck.profiler.samples_taken for ck in store_jobs.CHECKPOINTERS)
             assert _spooled(dagster_home) == {"samples": taken, "step_run": 2}
             assert (dagster_home / "predcheck" / "spool").exists()
             store_label = next((dagster_home / "predcheck" / "spool").rglob("STORE")).read_text().strip()

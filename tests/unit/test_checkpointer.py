@@ -101,7 +101,7 @@ def test_restore_returns_the_default_when_there_is_no_checkpoint(make_checkpoint
     default = {"i": 0}
     assert ck.restore(default=default) is default
     assert ck.restored_from is None
-    assert ck.restore_s is not None and ck.profiler.stage_durations["restore"] == ck.restore_s
+    assert ck.restore_s is not None and 0 < ck.profiler.stage_durations["restore"] <= ck.restore_s + 0.01
 
 
 def test_restore_returns_the_newest_state(make_checkpointer):

@@ -342,3 +342,10 @@ def test_bottleneck_stages_are_the_longest_first():
     assert bottleneck_stages({"load": 1.0, "transform": 9.0, "write": 3.0}) == ["transform", "write"]
     assert bottleneck_stages({"load": 1.0}, top=3) == ["load"]
     assert bottleneck_stages({}) == []
+
+
+def test_named_stages_win_over_the_compute_stage_that_contains_them():
+    durations = {"dagster/load_inputs": 2.0, "dagster/compute": 10.0, "transform": 6.0, "write": 1.0}
+    assert bottleneck_stages(durations) == ["transform", "dagster/load_inputs"]
+    assert bottleneck_stages({"dagster/load_inputs": 2.0, "dagster/compute": 10.0}) == ["dagster/compute",
+                                                                                        "dagster/load_inputs"]

@@ -269,6 +269,59 @@ def test_postgres_store(pg_url):
             conn.execute(sa.text("DELETE FROM resumes WHERE parent_run_id = :p"), {"p": f"parent-{run}"})
 
 
+# ---- schema version 2: the profiler's columns -------------------------------------------------
+def _create_version_1(url: str) -> None:
+    """A database as schema version 1 left it: step_runs without the version 2 columns."""
+    v2 = {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS}
+    old = sa.MetaData()
+    for table in metrics_store_module.metadata.sorted_tables:
+        columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable,
+                             autoincrement=c.autoincrement)
+                   for c in table.columns if not (table.name == "step_runs" and c.name in v2)]
+        sa.Table(table.name, old, *columns)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        old.create_all(conn)
+        conn.execute(sa.text("INSERT INTO predcheck_schema (version, migrated_at) VALUES (1, 0)"))
+        conn.execute(sa.text("INSERT INTO step_runs (run_id, root_run_id, job, step_key, attempt, started_at, "
+                             "ended_at, duration_s, outcome, cpu_s) VALUES ('old', 'old', 'etl', 'crunch', 1, 0, 10, "
+                             "10, 'success', 2.5)"))
+    engine.dispose()
+
+
+def _migrates_version_1(url: str) -> None:
+    _create_version_1(url)
+    store = MetricsStore(url)
+    assert store.migrate() == SCHEMA_VERSION == 3
+    assert store.schema_version() == 3
+    with store.engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
+    assert {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS} <= columns
+    profile = {"dagster/compute": {"wall_s": 9.5, "cpu_user_s": 2.0}}
+    assert store.record_step_run(step_run("new", cpu_user_s=2.0, cpu_system_s=0.5, error_fingerprint="ab" * 20,
+                                          executor="multiprocess", deadline_s=60.0, stage_profile=profile,
+                                          netns_recv_bytes=10, netns_sent_bytes=20, samples_dropped=3,
+                                          profiler_errors=0))
+    old, new = store.step_runs(job="etl")
+    assert (old["run_id"], old["cpu_s"], old["cpu_user_s"], old["samples_dropped"]) == ("old", 2.5, None, None)
+    assert (new["cpu_user_s"], new["cpu_system_s"], new["executor"], new["samples_dropped"]) == (
+        2.0, 0.5, "multiprocess", 3)
+    assert json.loads(new["stage_profile"]) == profile
+
+
+def test_a_version_1_database_gains_the_profiler_columns(sqlite_url):
+    _migrates_version_1(sqlite_url)
+
+
+@pytest.mark.postgres
+def test_a_version_1_postgres_database_gains_the_profiler_columns(fresh_pg_url):
+    try:
+        _migrates_version_1(fresh_pg_url)
+    finally:
+        engine = metrics_store_module._ENGINES.pop(fresh_pg_url, None)
+        if engine is not None:
+            engine.dispose()
+        metrics_store_module._MIGRATED.discard(fresh_pg_url)
 # ---- the sensor's queries: newest k per key, from the index --------------------------------------
 def test_latest_per_key_queries_on_each_backend(empty_store_url):
     store = MetricsStore(empty_store_url)
@@ -324,7 +377,7 @@ def test_migrating_an_empty_database(empty_store_url):
     store = MetricsStore(empty_store_url)
     assert store.migrate() == SCHEMA_VERSION
     with store.engine.connect() as conn:
-        assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 3]
+        assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 2, 3]
         for table, names in V3_INDEXES.items():
             assert names <= index_names(conn, table)
             assert not (index_names(conn, table) & V1_ONLY_INDEXES)
@@ -365,10 +418,12 @@ def test_migrating_a_version_1_database_keeps_its_data(empty_store_url):
     assert store.migrate() == SCHEMA_VERSION
     assert store.schema_version() == 3
     with store.engine.connect() as conn:
-        assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 3]
+        assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 2, 3]
         for table, names in V3_INDEXES.items():
             assert names <= index_names(conn, table)
             assert not (index_names(conn, table) & V1_ONLY_INDEXES)
+        assert {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS} <= {
+            c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
     [run] = store.step_runs(job="etl")
     assert (run["run_id"], run["stage_durations"], run["peak_rss_bytes"]) == ("v1-run", '{"load": 2.0}',
                                                                                5_000_000_000)
@@ -386,19 +441,29 @@ def test_migrating_a_version_1_database_keeps_its_data(empty_store_url):
 
 
 def test_a_migration_merged_later_with_a_lower_number_still_runs(sqlite_url, monkeypatch):
-    """Branches number their migrations independently (this one 3, another 2): a database already
-    at 3 must still get 2 once both are merged."""
+    """Branches number their migrations independently (store: 3, profiler: 2): a database already
+    at 3 (main before the merge) must still get 2 once both are merged."""
+    merged = list(metrics_store_module.MIGRATIONS)
+    assert [v for v, _ in merged] == [1, 2, 3]
+    monkeypatch.setattr(metrics_store_module, "MIGRATIONS", [m for m in merged if m[0] != 2])
     store = MetricsStore(sqlite_url)
     store.migrate()
     ran = []
-    merged = sorted([*metrics_store_module.MIGRATIONS, (2, lambda conn: ran.append(2))])
-    monkeypatch.setattr(metrics_store_module, "MIGRATIONS", merged)
+
+    def migrate_to_2(conn):
+        ran.append(2)
+        metrics_store_module._migrate_to_2(conn)
+
+    monkeypatch.setattr(metrics_store_module, "MIGRATIONS", [(v, migrate_to_2 if v == 2 else f) for v, f in merged])
     metrics_store_module._MIGRATED.discard(sqlite_url)
     store.migrate()
+    metrics_store_module._MIGRATED.discard(sqlite_url)
     store.migrate()
     assert ran == [2]
     with store.engine.connect() as conn:
         assert [v for (v,) in conn.execute(sa.text("SELECT version FROM predcheck_schema ORDER BY id"))] == [1, 3, 2]
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("step_runs")}
+    assert {name for name, _ in metrics_store_module.STEP_RUNS_V2_COLUMNS} <= columns
 
 
 # ---- the spool: records survive an unreachable store, and are written once --------------------------
