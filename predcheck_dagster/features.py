@@ -35,7 +35,6 @@ FINISHED_OUTCOMES = FAILED_OUTCOMES | {"success", "canceled"}
 PRIOR_FAILURES, PRIOR_ATTEMPTS = 1.0, 4.0  # Beta prior of the smoothed failure rate
 PIPELINE_WINDOW = 20
 GROUP_WINDOW = 50
-HISTORY_WINDOW = PIPELINE_WINDOW  # kept for callers that size store queries
 RECENT_S = 3600.0  # "the last hour" of burst and incident counters
 EW_ALPHA = 0.3  # weight of the newest attempt in the exponentially weighted failure rate
 OVERRUN_TOLERANCE = 0.99  # overran: duration >= 0.99 x requested (the Parallel Workloads Archive rule)

@@ -153,7 +153,8 @@ def training_set(history: Any, samples: Mapping[tuple[str, str], Sequence[Mappin
 
     from predcheck_dagster.models import TrainingData
 
-    attempts = history.to_dict("records")
+    # as the store returns them: unknown is None, not NaN (NaN is truthy: it would join the medians)
+    attempts = history.astype(object).where(history.notna(), None).to_dict("records")
     if len(attempts) < MIN_TRAINING_ATTEMPTS:
         raise TrainingDataError(f"only {len(attempts)} finished step attempts in {source}; need "
                                 f"{MIN_TRAINING_ATTEMPTS}: run the pipelines more (e.g. `predcheck demo --headless`).")

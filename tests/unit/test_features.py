@@ -349,3 +349,24 @@ def test_named_stages_win_over_the_compute_stage_that_contains_them():
     assert bottleneck_stages(durations) == ["transform", "dagster/load_inputs"]
     assert bottleneck_stages({"dagster/load_inputs": 2.0, "dagster/compute": 10.0}) == ["dagster/compute",
                                                                                         "dagster/load_inputs"]
+
+
+def test_history_through_a_dataframe_gives_the_rows_of_the_store(sqlite_url):
+    """The training asset passes step_history as a DataFrame: unknown values must stay unknown
+    (None), not become NaN that would join the medians, or training and scoring would differ."""
+    import pandas as pd
+
+    from predcheck_dagster.forecaster import history_frame, training_set
+
+    store = MetricsStore(sqlite_url)
+    for i in range(12):
+        failed = i % 3 == 0
+        store.record_step_run({k: v for k, v in attempt(
+            f"r{i}", T0 + i * 100, T0 + i * 100 + 40, "failure" if failed else "success",
+            input_bytes=None if failed else 1000 + i, peak_rss_bytes=None if failed else (100 + i) * MB).items()
+            if k not in ("pipeline", "group")})
+    frame = history_frame(store)
+    assert isinstance(frame, pd.DataFrame) and frame["input_bytes"].isna().sum() == 4
+    via_frame = training_set(frame, {}).everything.frame
+    direct = pd.DataFrame.from_records(training_rows(store.step_runs(), {}).rows).reindex(columns=via_frame.columns)
+    pd.testing.assert_frame_equal(via_frame, direct)
