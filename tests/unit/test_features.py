@@ -365,8 +365,12 @@ def test_history_through_a_dataframe_gives_the_rows_of_the_store(sqlite_url):
             f"r{i}", T0 + i * 100, T0 + i * 100 + 40, "failure" if failed else "success",
             input_bytes=None if failed else 1000 + i, peak_rss_bytes=None if failed else (100 + i) * MB).items()
             if k not in ("pipeline", "group")})
+    samples = {(f"r{i}", "crunch"): [sample(f"r{i}", float(t), 50 * MB, 0.1 * t, input_bytes=1500) for t in range(4)]
+               for i in range(12)}
     frame = history_frame(store)
     assert isinstance(frame, pd.DataFrame) and frame["input_bytes"].isna().sum() == 4
-    via_frame = training_set(frame, {}).everything.frame
-    direct = pd.DataFrame.from_records(training_rows(store.step_runs(), {}).rows).reindex(columns=via_frame.columns)
+    via_frame = training_set(frame, samples).everything.frame
+    rows = training_rows(store.step_runs(), samples).rows
+    direct = pd.DataFrame.from_records(rows).reindex(columns=via_frame.columns)
+    assert direct["input_ratio"].notna().any()
     pd.testing.assert_frame_equal(via_frame, direct)
