@@ -79,12 +79,14 @@ def test_retrain_sensor_waits_for_enough_new_history(dagster_home, tmp_path) -> 
     sensor = build_retrain_sensor("train_forecaster", retrain_after=25)
     with DagsterInstance.get() as instance:
         # never trained: 30 attempts >= 25
-        request = sensor(build_sensor_context(instance=instance, resources={"predcheck": predcheck}))
+        with build_sensor_context(instance=instance, resources={"predcheck": predcheck}) as context:
+            request = sensor(context)
         assert isinstance(request, RunRequest) and request.run_key == "retrain-30"
         # a training just ran on those 30 attempts: nothing new yet
         from dagster import AssetMaterialization
 
         instance.report_runless_asset_event(AssetMaterialization("step_history", metadata={"attempts": 30}))
-        skip = sensor(build_sensor_context(instance=instance, resources={"predcheck": predcheck}))
+        with build_sensor_context(instance=instance, resources={"predcheck": predcheck}) as context:
+            skip = sensor(context)
         assert isinstance(skip, SkipReason)
         assert skip.skip_message == "0 new finished step attempts since the last training (30); retraining at 25"
