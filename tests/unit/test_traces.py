@@ -22,7 +22,6 @@ from predcheck_dagster.errors import PredcheckError, TraceFormatError
 from predcheck_dagster.traces import (
     BASE_COLUMNS,
     FORMATS,
-    OUTCOMES,
     ReadReport,
     read_flowbench,
     read_google2011,
@@ -31,7 +30,6 @@ from predcheck_dagster.traces import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = next((p for p in (Path("/work/shared/data"), REPO.parent / "shared" / "data") if p.is_dir()), None)
 
 # --- Google 2011 job_events ----------------------------------------------------------------------
 
@@ -378,30 +376,3 @@ def test_traces_imports_no_dagster():
 
 
 # --- the real shared traces ----------------------------------------------------------------------
-
-
-@pytest.mark.skipif(SHARED is None, reason="the shared trace data is not on this machine")
-def test_the_real_traces_read_with_sane_invariants():
-    parts = sorted((SHARED / "google2011" / "job_events").glob("*.csv.gz"))[:3]
-    swf = SHARED / "swf" / "KTH-SP2-1996-2.1-cln.swf.gz"
-    zips = sorted((SHARED / "flowbench").glob("*.zip"))[:1]
-    for fmt, paths in (("google2011", parts), ("swf", [swf]), ("flowbench", zips)):
-        if not paths or not all(p.exists() for p in paths):
-            continue
-        frame, report = read_trace(fmt, paths, progress=False)
-        assert len(frame) == report.attempts > 0, fmt
-        assert frame["attempt_id"].is_unique, fmt
-        assert (frame["duration_s"] >= 0).all() and frame["started_at"].is_monotonic_increasing, fmt
-        assert (frame["started_at"] >= frame["submitted_at"]).all(), fmt
-        assert set(frame["outcome"]) <= set(OUTCOMES), fmt
-        assert report.bad_lines_skipped == 0, fmt
-        rates = frame["outcome"].value_counts(normalize=True)
-        if fmt == "swf":  # data README: 28k jobs, failed 26.8 %
-            assert len(frame) == 27_992 and rates["failure"] == pytest.approx(0.268, abs=0.002)
-            assert report.dropped == {} and frame["requested_s"].notna().all()
-        if fmt == "google2011":  # README: FINISH 57.4 %, KILL 40.5 %, FAIL 1.5 % over the whole trace
-            assert report.dropped["submitted_before_trace"] > 0 and rates["success"] > rates["failure"]
-        if fmt == "flowbench":  # no real failures; injected slowdowns labelled
-            assert set(frame["outcome"]) == {"success"}
-            assert set(frame["anomaly"].dropna()) <= {"cpu_2", "cpu_3", "cpu_4", "hdd_5", "hdd_10"}
-            assert frame["anomaly"].isna().mean() > 0.5
