@@ -1,11 +1,12 @@
 """Scoring 1,000 in-flight steps, features from the store included, with each model family served
 from the registry and cached across ticks: XGBoost against its 50 ms target, the LSTM against 200 ms.
 
-Per tick, as the forecast sensor does it: the store's step histories and the 12 newest samples of
-each step, history features (computed once per attempt, kept across ticks), live features, and the
-champion's pyfunc. Side by side: the same tick with nothing cached (history features rebuilt, the
-model loaded from the registry), the cost a sensor without caches would pay every tick. Also
-reported: the cold model load time and the memory it adds.
+Per tick, as the forecast sensor does it (``forecast_service.model_inputs``, then ``score``): the
+store's step histories and the 12 newest samples of each step as arrays, history features
+(computed once per attempt, kept across ticks), the live features in one vectorised pass, and the
+champion's forecaster on the input matrix. Side by side: the same tick with nothing cached
+(history features rebuilt, the model loaded from the registry), the cost a sensor without caches
+would pay every tick. Also reported: the cold model load time and the memory it adds.
 
     .venv/bin/python benchmarks/forecast_scoring.py
 """
@@ -63,20 +64,12 @@ def _rss_mb() -> float:
 
 def _tick(store, scored, tracking_uri: str, model_uri: str) -> tuple[float, str]:
     """One scoring pass as forecast_tick runs it; (seconds, served_by)."""
-    from predcheck_dagster import features
-    from predcheck_dagster.forecast_service import history_features
+    from predcheck_dagster.forecast_service import model_inputs
     from predcheck_dagster.forecaster import score
 
     t0 = time.perf_counter()
-    histories = store.step_histories({(run.job_name, key) for run, key, _ in scored},
-                                     2 * features.PIPELINE_WINDOW)
-    samples = store.recent_samples([(run.run_id, key) for run, key, _ in scored], per_step=features.SCORED_SAMPLES)
-    hist = history_features(store, scored, histories)
-    rows = []
-    for i, (run, key, _start) in enumerate(scored):
-        s = samples.get((run.run_id, key), [])
-        rows.append({**hist[i], **features.live_features(s, 20.0, hist[i]), **features.live_sequence(s, hist[i])})
-    out = score(rows, tracking_uri, model_uri)
+    inputs = model_inputs(store, scored, [], now=scored[0][2] + 20.0)
+    out = score(inputs.x, tracking_uri, model_uri)
     return time.perf_counter() - t0, out.served_by
 
 

@@ -1,6 +1,7 @@
 """The forecast sensor's sample query on PostgreSQL holding 10 million samples: the newest 12 samples
-of each of 1,000 in-flight steps (MetricsStore.recent_samples), against the naive query (version 1's
-window function over every sample of the in-flight runs), target <= 50 ms.
+of each of 1,000 in-flight steps (MetricsStore.recent_sample_block, as forecast_service.model_inputs
+calls it), against the naive query (version 1's window function over every sample of the in-flight
+runs), target <= 50 ms.
 
 Data, generated server-side with generate_series in a database created for the run and dropped:
 2,000 runs x 5 steps x 1,000 samples (a sample every 5 s: 83 min of history per step). The first
@@ -9,9 +10,10 @@ flight, so each in-flight run carries 5,000 samples and the sensor asks for 1,00
 
     PYTHONPATH=. .venv/bin/python benchmarks/profiler_sensor_query.py
 
-Times are wall clock in this process, the rows turned into dicts included, with the columns the
-forecast tick asks for (forecast_service.SAMPLE_COLUMNS; every column: in the JSON details); the
-naive query returns every column, as version 1 did. A second row gives the server's own execution
+Times are wall clock in this process, the rows turned into the arrays the live features read
+included, with the columns the forecast tick asks for (forecast_service.SAMPLE_FIELDS; the same
+rows as dicts through recent_samples, and every column: in the JSON details); the naive query
+returns every column, as version 1 did. A second row gives the server's own execution
 time of both queries (EXPLAIN ANALYZE, TIMING OFF: no rows sent), repeated; both plans, this
 process's CPU time per call and the load average are in the JSON details.
 """
@@ -110,7 +112,7 @@ def main() -> None:
     import sqlalchemy as sa
     from _results import save
 
-    from predcheck_dagster.forecast_service import SAMPLE_COLUMNS
+    from predcheck_dagster.forecast_service import SAMPLE_FIELDS
     from predcheck_dagster.metrics_store import _ENGINES, MetricsStore, _latest_per_key_sql, step_samples
 
     def say(line: str) -> None:
@@ -136,23 +138,29 @@ def main() -> None:
         expected = _naive(store, keys, PER_STEP)
         assert all(got[k] == [{c: s[c] for c in got[k][0]} for s in expected[k]] for k in keys)
         assert all(len(got[k]) == PER_STEP for k in keys)
+        block = store.recent_sample_block(keys, per_step=PER_STEP, fields=SAMPLE_FIELDS)
+        assert all(block.samples(i) == [{c: s[c] for c in (*SAMPLE_FIELDS, "stage")} for s in expected[k]]
+                   for i, k in enumerate(keys))
 
         load_timed = os.getloadavg()
         client_cpu: list[float] = []
-        ours = _times_ms(lambda: store.recent_samples(keys, per_step=PER_STEP, columns=SAMPLE_COLUMNS), REPEATS,
+        ours = _times_ms(lambda: store.recent_sample_block(keys, per_step=PER_STEP, fields=SAMPLE_FIELDS), REPEATS,
                          client_cpu)
-        say(f"recent_samples as the sensor calls it: median {statistics.median(ours):.1f} ms, "
+        say(f"recent_sample_block as the sensor calls it: median {statistics.median(ours):.1f} ms, "
             f"p95 {_p95(ours):.1f} ms (client CPU median {statistics.median(client_cpu):.1f} ms; "
             f"load average {load_timed[0]:.2f})")
+        as_dicts = _times_ms(lambda: store.recent_samples(keys, per_step=PER_STEP,
+                                                          columns=("ts", "stage", *SAMPLE_FIELDS)), REPEATS)
+        say(f"recent_samples, the same columns as dicts: median {statistics.median(as_dicts):.1f} ms")
         all_columns = _times_ms(lambda: store.recent_samples(keys, per_step=PER_STEP), REPEATS)
-        say(f"recent_samples, every column: median {statistics.median(all_columns):.1f} ms, "
+        say(f"recent_samples, every column as dicts: median {statistics.median(all_columns):.1f} ms, "
             f"p95 {_p95(all_columns):.1f} ms")
         naive = _times_ms(lambda: _naive(store, keys, PER_STEP), NAIVE_REPEATS)
         say(f"naive (window over the runs): median {statistics.median(naive):.0f} ms, p95 {_p95(naive):.0f} ms")
 
         plan = store.explain_recent_samples(keys, per_step=PER_STEP, analyze=True)
         ours_sql, _ = _latest_per_key_sql(step_samples, (step_samples.c.run_id, step_samples.c.step_key),
-                                          (step_samples.c.ts.desc(),), SAMPLE_COLUMNS)
+                                          (step_samples.c.ts.desc(),), ("ts", "stage", *SAMPLE_FIELDS))
         params = {"key_a": [k[0] for k in keys], "key_b": [k[1] for k in keys], "per_key": PER_STEP}
         naive_sql = ("SELECT * FROM (SELECT s.*, row_number() OVER (PARTITION BY run_id, step_key ORDER BY ts "
                      "DESC) AS rn FROM step_samples s WHERE run_id = ANY(%(runs)s)) r WHERE rn <= %(k)s ORDER BY ts")
@@ -181,9 +189,9 @@ def main() -> None:
     server, naive_server_median = statistics.median(ours_server), statistics.median(naive_server)
     shape = f"{IN_FLIGHT_RUNS} in-flight steps x {PER_STEP} newest samples of 10M in PostgreSQL"
     rows_out = [{
-        "metric": f"sensor sample query, {shape}, end to end (rows as dicts), median (p95 {_p95(ours):.0f} vs "
-                  f"{_p95(naive):.0f} ms; client CPU {statistics.median(client_cpu):.0f} ms; load avg "
-                  f"{load_timed[0]:.1f} on 2 shared cores)",
+        "metric": f"sensor sample query, {shape}, end to end (rows into the sensor's arrays), median "
+                  f"(p95 {_p95(ours):.0f} vs {_p95(naive):.0f} ms; client CPU {statistics.median(client_cpu):.0f} ms; "
+                  f"load avg {load_timed[0]:.1f} on 2 shared cores)",
         "ours": round(median, 1), "baseline": round(naive_median), "unit": "ms",
         "ratio": round(median / naive_median, 4), "target": f"<= {TARGET_MS:.0f} ms", "met": median <= TARGET_MS,
     }, {
@@ -195,7 +203,8 @@ def main() -> None:
     save("profiler_sensor_query", "benchmarks/profiler_sensor_query.py", rows_out, {
         "samples": RUNS * STEPS * SAMPLES, "runs": RUNS, "steps_per_run": STEPS, "samples_per_step": SAMPLES,
         "in_flight_steps": len(keys), "per_step": PER_STEP, "table_and_index_mb": round(table_mb),
-        "load_s": round(load_s, 1), "columns": list(SAMPLE_COLUMNS), "ours_ms": [round(t, 2) for t in ours],
+        "load_s": round(load_s, 1), "columns": ["ts", "stage", *SAMPLE_FIELDS], "ours_ms": [round(t, 2) for t in ours],
+        "same_columns_as_dicts_ms": [round(t, 2) for t in as_dicts],
         "every_column_ms": [round(t, 2) for t in all_columns], "naive_ms": [round(t) for t in naive],
         "ours_p95_ms": round(_p95(ours), 2), "naive_p95_ms": round(_p95(naive)),
         "server_execution_ms": {"ours": ours_server, "naive": naive_server},

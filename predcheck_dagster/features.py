@@ -1,4 +1,4 @@
-"""Features of an attempt, the same for training and live scoring (pure: no numpy needed).
+"""Features of an attempt, the same for training and live scoring (pure: numpy, no dagster).
 
 An *attempt* is one execution of a recurring unit: a Dagster step (pipeline ``job:step``, group
 ``job``) or a job of a real trace (pipeline ``user:program``, group ``user``). It is a mapping with
@@ -18,6 +18,9 @@ Guarantees:
       live path twice the pipeline window.)
     - ``HistoryIndex`` is the one code path: ``history_rows`` (training, a sweep over attempts in
       time order) and ``feature_row`` (the sensor) both feed it and read ``HistoryIndex.features``.
+    - ``live_matrix`` is the one code path of the live features: the sensor calls it once for
+      every step in flight (a ``SampleBlock`` straight from the store), the trainer for one moment
+      of one attempt at a time.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 FAILED_OUTCOMES = frozenset({"failure", "crashed", "timeout"})
 FINISHED_OUTCOMES = FAILED_OUTCOMES | {"success", "canceled"}
@@ -46,8 +51,9 @@ LIVE_WINDOW = 6
 # so the sample count is capped at that many, in training as at scoring time.
 SCORED_SAMPLES = 12
 LIVE_SEQ_FIELDS = ("elapsed_frac", "rss_ratio", "cpu_util")
-# The sample fields live_features reads: the sensor fetches only these (and what it shows) per step.
-LIVE_SAMPLE_FIELDS = ("elapsed_s", "cpu_s", "rss_bytes", "work_units", "input_bytes", "stage")
+# The sample fields the live features read: the sensor fetches only these (and what it shows) per step.
+SAMPLE_BLOCK_FIELDS = ("elapsed_s", "cpu_s", "rss_bytes", "work_units", "input_bytes")
+LIVE_SAMPLE_FIELDS = (*SAMPLE_BLOCK_FIELDS, "stage")
 
 HISTORY_FEATURES: tuple[str, ...] = (
     # the pipeline's own history
@@ -72,6 +78,12 @@ SEQUENCE_NAMES: tuple[str, ...] = tuple(f"seq{i}_{f}" for i in range(SEQ_LEN) fo
 LIVE_SEQUENCE_NAMES: tuple[str, ...] = tuple(f"live{j}_{f}" for j in range(SCORED_SAMPLES) for f in LIVE_SEQ_FIELDS)
 # The one model signature: flat features for every family, sequences for the sequence model.
 MODEL_INPUT_NAMES: tuple[str, ...] = FEATURE_NAMES + SEQUENCE_NAMES + LIVE_SEQUENCE_NAMES
+# Fixed when an attempt starts (history) / changing while it runs (live): the sensor keeps the first
+# per attempt across ticks and computes the second every tick.
+HISTORY_INPUT_NAMES: tuple[str, ...] = HISTORY_FEATURES + SEQUENCE_NAMES
+LIVE_INPUT_NAMES: tuple[str, ...] = LIVE_FEATURES + LIVE_SEQUENCE_NAMES
+# What the live features compare with: the attempt's usual duration, peak RSS, work rate, input size
+USUAL_NAMES = ("hist_duration_p50", "hist_peak_rss_p50", "_work_rate", "_input_bytes")
 NAN = math.nan
 
 
@@ -267,70 +279,157 @@ class HistoryIndex:
         return out
 
 
+@dataclass
+class SampleBlock:
+    """The newest samples of several attempts as arrays, the live features' input.
+
+    Row ``i`` holds attempt ``i``'s newest ``width`` samples right-aligned: column ``width - 1``
+    is the newest, and missing samples (and missing values: NULL in the store) are NaN. Stages are
+    coded per block: ``stage_codes`` 0 = no stage, ``c`` = ``stage_names[c - 1]``.
+    """
+
+    values: np.ndarray  # (n, width, len(fields)) float64
+    stage_codes: np.ndarray  # (n, width) int32
+    counts: np.ndarray  # (n,) samples present, at most width
+    stage_names: list[str] = field(default_factory=list)
+    fields: tuple[str, ...] = SAMPLE_BLOCK_FIELDS
+
+    @classmethod
+    def empty(cls, n: int, width: int = SCORED_SAMPLES, fields: tuple[str, ...] = SAMPLE_BLOCK_FIELDS) -> SampleBlock:
+        return cls(np.full((n, width, len(fields)), np.nan), np.zeros((n, width), np.int32),
+                   np.zeros(n, np.int64), [], fields)
+
+    @classmethod
+    def of(cls, sample_lists: Sequence[Sequence[Mapping[str, Any]]], width: int = SCORED_SAMPLES,
+           fields: tuple[str, ...] = SAMPLE_BLOCK_FIELDS) -> SampleBlock:
+        """A block of sample dicts (each list oldest first; only its newest ``width`` count)."""
+        block = cls.empty(len(sample_lists), width, fields)
+        codes: dict[str, int] = {}
+        for i, samples in enumerate(sample_lists):
+            newest = list(samples)[-width:]
+            block.counts[i] = len(newest)
+            for j, s in enumerate(newest, start=width - len(newest)):
+                block.values[i, j] = [np.nan if s.get(f) is None else s[f] for f in fields]
+                stage = s.get("stage")
+                if stage:
+                    block.stage_codes[i, j] = codes.setdefault(stage, len(codes) + 1)
+        block.stage_names = list(codes)
+        return block
+
+    def column(self, name: str) -> np.ndarray:
+        """(n, width) values of one field."""
+        return self.values[:, :, self.fields.index(name)]
+
+    def samples(self, i: int) -> list[dict[str, Any]]:
+        """Attempt ``i``'s samples as dicts, oldest first (None for a missing value)."""
+        out = []
+        for j in range(self.values.shape[1] - int(self.counts[i]), self.values.shape[1]):
+            s: dict[str, Any] = {f: (None if v != v else v) for f, v in zip(self.fields, self.values[i, j].tolist())}
+            code = int(self.stage_codes[i, j])
+            s["stage"] = self.stage_names[code - 1] if code else None
+            out.append(s)
+        return out
+
+    def with_empty_rows(self, n: int) -> SampleBlock:
+        """This block followed by ``n`` attempts without samples (queued steps)."""
+        more = SampleBlock.empty(n, self.values.shape[1], self.fields)
+        return SampleBlock(np.concatenate([self.values, more.values]),
+                           np.concatenate([self.stage_codes, more.stage_codes]),
+                           np.concatenate([self.counts, more.counts]), self.stage_names, self.fields)
+
+
+def live_matrix(block: SampleBlock, elapsed_s: Sequence[float] | np.ndarray, usual: np.ndarray) -> np.ndarray:
+    """``LIVE_INPUT_NAMES`` of every attempt of ``block`` at ``elapsed_s`` seconds into it.
+
+    ``usual``: (n, len(USUAL_NAMES)) what the attempt's history says is usual (its duration and
+    peak RSS medians, work rate and input size). One vectorised pass for all attempts: the sensor
+    scores a thousand steps with it, the trainer one moment of one attempt.
+    """
+    n, width = block.counts.shape[0], block.values.shape[1]
+    if width != SCORED_SAMPLES:
+        raise ValueError(f"live features read the newest {SCORED_SAMPLES} samples; the block holds {width}")
+    elapsed = np.asarray(elapsed_s, dtype=np.float64)
+    p50, rss_p50, hist_rate, hist_input = (usual[:, k] for k in range(len(USUAL_NAMES)))
+    el, cpu, rss, work, inp = (block.column(f) for f in SAMPLE_BLOCK_FIELDS)
+    counts = block.counts
+    rows = np.arange(n)
+    newest = width - 1
+    # the newest LIVE_WINDOW samples: rates and slopes between the oldest and the newest of them
+    first = np.minimum(width - np.minimum(counts, LIVE_WINDOW), newest)
+    columns = np.arange(width)
+    in_window = columns[None, :] >= (width - np.minimum(counts, LIVE_WINDOW))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rss_now = np.where(rss[:, newest] > 0, rss[:, newest], np.nan)
+        dt = el[rows, newest] - el[rows, first]
+        moved = (counts >= 2) & (dt > 0)
+        slope = np.where(moved & (rss[rows, first] > 0) & (rss_now > 0), (rss_now - rss[rows, first]) / dt, np.nan)
+        cpu_util = np.where(moved, (cpu[:, newest] - cpu[rows, first]) / dt, np.nan)
+        work_rate = np.where(moved, (work[:, newest] - work[rows, first]) / dt, np.nan)
+        # the newest input size in the window
+        has_input = in_window & (inp > 0)
+        last_input = newest - np.argmax(has_input[:, ::-1], axis=1)
+        input_bytes = np.where(has_input.any(axis=1), inp[rows, last_input], np.nan)
+        # stages: runs of one stage among the samples (a sample without a stage does not break a run)
+        codes = block.stage_codes
+        seen = np.maximum.accumulate(np.where(codes > 0, columns[None, :], -1), axis=1)
+        before = np.concatenate([np.full((n, 1), -1), seen[:, :-1]], axis=1)
+        previous = np.where(before >= 0, codes[rows[:, None], np.maximum(before, 0)], 0)
+        stage_rank = ((codes > 0) & (codes != previous)).sum(axis=1).astype(np.float64)
+        current = np.where(seen[:, newest] >= 0, codes[rows, np.maximum(seen[:, newest], 0)], 0)
+        entered = np.argmax(codes == current[:, None], axis=1)  # the first sample in the current stage
+        stage_start = np.where(current > 0, el[rows, entered], np.nan)
+        live = np.column_stack([
+            elapsed,
+            np.where(p50 > 0, elapsed / p50, np.nan),
+            np.where(rss_now > 0, np.log(rss_now), np.nan),
+            np.where(rss_p50 > 0, rss_now / rss_p50, np.nan),
+            # RSS growth per second, relative to the step's typical peak: a step that will double its
+            # usual footprint within a few seconds is heading for its memory cap
+            np.where(rss_p50 > 0, slope / rss_p50, np.nan),
+            cpu_util,
+            np.where(hist_rate > 0, work_rate / hist_rate, np.nan),
+            # input size relative to the step's usual input (from the checkpoint IO manager)
+            np.where(hist_input > 0, input_bytes / hist_input, np.nan),
+            np.minimum(counts, SCORED_SAMPLES).astype(np.float64),
+            # which of the stages seen in the scored samples the step is in, and for how long
+            np.where(stage_rank > 0, stage_rank, np.nan),
+            np.where(stage_start == stage_start, np.maximum(0.0, elapsed - stage_start), np.nan),
+        ])
+        # the sequence, newest sample first: elapsed and RSS against the usual, CPU use since the one before
+        el_new, rss_new, cpu_new = el[:, ::-1], rss[:, ::-1], cpu[:, ::-1]
+        el_old = np.concatenate([el_new[:, 1:], np.full((n, 1), np.nan)], axis=1)
+        cpu_old = np.concatenate([cpu_new[:, 1:], np.full((n, 1), np.nan)], axis=1)
+        step = el_new - el_old
+        sequence = np.stack([
+            np.where((p50 > 0)[:, None], el_new / p50[:, None], np.nan),
+            np.where((rss_new > 0) & (rss_p50 > 0)[:, None], rss_new / rss_p50[:, None], np.nan),
+            np.where(step > 0, (cpu_new - cpu_old) / step, np.nan),
+        ], axis=2).reshape(n, SCORED_SAMPLES * len(LIVE_SEQ_FIELDS))
+    return np.concatenate([live, sequence], axis=1)
+
+
+def usual_of(hist: Mapping[str, float]) -> list[float]:
+    """The ``USUAL_NAMES`` of a history row (NaN where unknown)."""
+    return [hist.get(name, NAN) for name in USUAL_NAMES]
+
+
+def live_row(samples: Sequence[Mapping[str, Any]], elapsed_s: float, hist: Mapping[str, float]) -> dict[str, float]:
+    """``LIVE_INPUT_NAMES`` of one attempt's samples so far (oldest first) at ``elapsed_s``."""
+    values = live_matrix(SampleBlock.of([samples]), [elapsed_s], np.array([usual_of(hist)], dtype=np.float64))
+    return dict(zip(LIVE_INPUT_NAMES, values[0].tolist()))
+
+
 def live_features(samples: Sequence[Mapping[str, Any]], elapsed_s: float,
                   hist: Mapping[str, float]) -> dict[str, float]:
-    """Features of the attempt's samples so far (oldest first) at ``elapsed_s`` seconds in."""
-    recent = list(samples)[-LIVE_WINDOW:]
-    p50 = hist.get("hist_duration_p50", NAN)
-    rss_p50 = hist.get("hist_peak_rss_p50", NAN)
-    rss = recent[-1]["rss_bytes"] if recent and recent[-1].get("rss_bytes") else NAN
-    slope = cpu_util = work_rate = NAN
-    if len(recent) >= 2:
-        a, b = recent[0], recent[-1]
-        dt = b["elapsed_s"] - a["elapsed_s"]
-        if dt > 0:
-            if a.get("rss_bytes") and b.get("rss_bytes"):
-                slope = (b["rss_bytes"] - a["rss_bytes"]) / dt
-            if a.get("cpu_s") is not None and b.get("cpu_s") is not None:
-                cpu_util = (b["cpu_s"] - a["cpu_s"]) / dt
-            if a.get("work_units") is not None and b.get("work_units") is not None:
-                work_rate = (b["work_units"] - a["work_units"]) / dt
-    hist_rate = hist.get("_work_rate", NAN)
-    hist_input = hist.get("_input_bytes", NAN)
-    input_bytes = next((s["input_bytes"] for s in reversed(recent) if s.get("input_bytes")), None)
-    scored = list(samples)[-SCORED_SAMPLES:]
-    stages: list[str] = []
-    for s in scored:
-        if s.get("stage") and (not stages or stages[-1] != s["stage"]):
-            stages.append(s["stage"])
-    stage_start = next((s["elapsed_s"] for s in scored if stages and s.get("stage") == stages[-1]), NAN)
-    return {
-        "elapsed_s": elapsed_s,
-        "elapsed_ratio": elapsed_s / p50 if p50 and p50 > 0 else NAN,
-        "log_rss": math.log(rss) if rss and rss > 0 else NAN,
-        "rss_ratio": rss / rss_p50 if rss_p50 and rss_p50 > 0 else NAN,
-        # RSS growth per second, relative to the step's typical peak: a step that will double its
-        # usual footprint within a few seconds is heading for its memory cap.
-        "rss_slope_ratio": slope / rss_p50 if rss_p50 and rss_p50 > 0 else NAN,
-        "cpu_util": cpu_util,
-        "work_rate_ratio": work_rate / hist_rate if hist_rate and hist_rate > 0 else NAN,
-        # input size relative to the step's usual input (from the checkpoint IO manager)
-        "input_ratio": input_bytes / hist_input if input_bytes and hist_input and hist_input > 0 else NAN,
-        "n_samples": float(min(len(samples), SCORED_SAMPLES)),
-        # which of the stages seen in the scored samples the step is in, and for how long
-        "stage_rank": float(len(stages)) if stages else NAN,
-        "stage_elapsed_s": max(0.0, elapsed_s - stage_start) if stage_start == stage_start else NAN,
-    }
+    """``LIVE_FEATURES`` of the attempt's samples so far (oldest first) at ``elapsed_s`` seconds in."""
+    row = live_row(samples, elapsed_s, hist)
+    return {name: row[name] for name in LIVE_FEATURES}
 
 
 def live_sequence(samples: Sequence[Mapping[str, Any]], hist: Mapping[str, float]) -> dict[str, float]:
     """The newest ``SCORED_SAMPLES`` samples, newest first, as ``live{j}_{field}`` (NaN = none)."""
-    scored = list(samples)[-SCORED_SAMPLES:][::-1]
-    p50 = hist.get("hist_duration_p50", NAN)
-    rss_p50 = hist.get("hist_peak_rss_p50", NAN)
-    out: dict[str, float] = {}
-    for j in range(SCORED_SAMPLES):
-        s = scored[j] if j < len(scored) else None
-        prev = scored[j + 1] if j + 1 < len(scored) else None
-        out[f"live{j}_elapsed_frac"] = s["elapsed_s"] / p50 if s and p50 == p50 and p50 > 0 else NAN
-        out[f"live{j}_rss_ratio"] = (s["rss_bytes"] / rss_p50 if s and s.get("rss_bytes") and rss_p50 == rss_p50
-                                     and rss_p50 > 0 else NAN)
-        cpu = NAN
-        if s and prev and s.get("cpu_s") is not None and prev.get("cpu_s") is not None:
-            dt = s["elapsed_s"] - prev["elapsed_s"]
-            cpu = (s["cpu_s"] - prev["cpu_s"]) / dt if dt > 0 else NAN
-        out[f"live{j}_cpu_util"] = cpu
-    return out
+    row = live_row(samples, 0.0, hist)
+    return {name: row[name] for name in LIVE_SEQUENCE_NAMES}
 
 
 def usual(index: HistoryIndex, attempt: Mapping[str, Any]) -> dict[str, float]:
@@ -345,16 +444,33 @@ def usual(index: HistoryIndex, attempt: Mapping[str, Any]) -> dict[str, float]:
 def row_from_index(index: HistoryIndex, attempt: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
                    elapsed_s: float, sequences: bool = True) -> dict[str, float]:
     """The model input of ``attempt`` at ``elapsed_s`` seconds after it started."""
+    hist, usual_values, sequence = history_parts(index, attempt, sequences)
+    values = live_matrix(SampleBlock.of([samples]), [elapsed_s], np.array([usual_values], dtype=np.float64))
+    return _assemble(hist, dict(zip(LIVE_INPUT_NAMES, values[0].tolist())), attempt, sequence)
+
+
+def history_parts(index: HistoryIndex, attempt: Mapping[str, Any], sequences: bool = True
+                  ) -> tuple[dict[str, float], list[float], dict[str, float] | None]:
+    """What is fixed when ``attempt`` starts: its history features, the ``USUAL_NAMES`` the live
+    features compare with, and (``sequences``) its pipeline's sequence of past attempts."""
     at = attempt["started_at"]
     hist = index.features(attempt, at)
-    known = {**hist, **usual(index, attempt)}
-    row = {**hist, **live_features(samples, elapsed_s, known)}
+    return hist, usual_of({**hist, **usual(index, attempt)}), index.sequence(attempt, at) if sequences else None
+
+
+def _assemble(hist: dict[str, float], live: Mapping[str, float], attempt: Mapping[str, Any],
+              sequence: Mapping[str, float] | None) -> dict[str, float]:
+    """A model row: history, live features, static ``x_*`` attributes, then the sequences."""
+    row = hist
+    for name in LIVE_FEATURES:
+        row[name] = live[name]
     for name, value in attempt.items():
         if name.startswith("x_"):
             row[name] = float(value) if value is not None else NAN
-    if sequences:
-        row.update(index.sequence(attempt, at))
-        row.update(live_sequence(samples, known))
+    if sequence is not None:
+        row.update(sequence)
+        for name in LIVE_SEQUENCE_NAMES:
+            row[name] = live[name]
     return row
 
 
@@ -409,21 +525,50 @@ def history_rows(attempts: Sequence[Mapping[str, Any]], sequences: bool = True, 
     ends: list[tuple[float, int]] = []
     index = HistoryIndex()
     rows: list[dict[str, float] | None] = [] if sink else [None] * len(attempts)
+    batch = _LiveBatch(sink or rows.__setitem__)
     for n, i in enumerate(order):
         a = attempts[i]
         while ends and ends[0][0] < a["started_at"]:
             _, j = heapq.heappop(ends)
             index.end(attempts[j])
         index.start(a)
-        row = row_from_index(index, a, (), 0.0, sequences)
-        if sink:
-            sink(i, row)
-        else:
-            rows[i] = row
+        batch.add(i, history_parts(index, a, sequences), a, (), 0.0)
         heapq.heappush(ends, (a["ended_at"], i))
         if progress is not None and n % 10_000 == 0:
             progress(n)
+    batch.flush()
     return rows  # type: ignore[return-value]
+
+
+class _LiveBatch:
+    """Rows waiting for their live features, which ``live_matrix`` computes for a batch at once
+    (per row it would cost more than the history features)."""
+
+    def __init__(self, done: Callable[[int, dict[str, float]], Any], size: int = 4096) -> None:
+        self.done, self.size = done, size
+        self.pending: list[tuple[int, dict[str, float], Mapping[str, Any], dict[str, float] | None]] = []
+        self.samples: list[Sequence[Mapping[str, Any]]] = []
+        self.elapsed: list[float] = []
+        self.usual: list[list[float]] = []
+
+    def add(self, key: int, known: tuple[dict[str, float], list[float], dict[str, float] | None],
+            attempt: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], elapsed_s: float) -> None:
+        """Queue the row of ``attempt`` at ``elapsed_s``; ``known``: ``history_parts`` at its start."""
+        hist, usual_values, sequence = known
+        self.pending.append((key, dict(hist), attempt, sequence))
+        self.samples.append(samples)
+        self.elapsed.append(elapsed_s)
+        self.usual.append(usual_values)
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        live = live_matrix(SampleBlock.of(self.samples), self.elapsed, np.array(self.usual, dtype=np.float64))
+        for (key, hist, attempt, sequence), values in zip(self.pending, live.tolist(), strict=True):
+            self.done(key, _assemble(hist, dict(zip(LIVE_INPUT_NAMES, values)), attempt, sequence))
+        self.pending, self.samples, self.elapsed, self.usual = [], [], [], []
 
 
 @dataclass
@@ -451,6 +596,7 @@ def training_rows(attempts: Sequence[Mapping[str, Any]],
     ends: list[tuple[float, int]] = []
     index = HistoryIndex()
     out = TrainingRows()
+    batch = _LiveBatch(out.rows.__setitem__)
     for i in order:
         a = attempts[i]
         while ends and ends[0][0] < a["started_at"]:
@@ -460,14 +606,16 @@ def training_rows(attempts: Sequence[Mapping[str, Any]],
         samples = list(samples_by_attempt.get((a["run_id"], a["step_key"]), ()))
         stride = max(1, math.ceil(len(samples) / points_per_attempt))
         moments = [(0, 0.0)] + [(k + 1, samples[k]["elapsed_s"]) for k in range(0, len(samples), stride)]
+        known = history_parts(index, a)  # the same for every moment: the index holds still
         for n_seen, elapsed in moments:
-            row = row_from_index(index, a, samples[:n_seen], elapsed)
-            out.rows.append(row)
+            out.rows.append({})  # filled when the batch's live features are computed
+            batch.add(len(out.rows) - 1, known, a, samples[:n_seen], elapsed)
             out.failed.append(float(is_failed(a["outcome"])))
-            out.overran.append(overran(a, row["hist_duration_p50"]))
+            out.overran.append(overran(a, known[0]["hist_duration_p50"]))
             out.started_at.append(a["started_at"])
             out.ended_at.append(a["ended_at"])
             out.remaining_s.append(max(0.0, a["duration_s"] - elapsed))
+    batch.flush()
     return out
 
 

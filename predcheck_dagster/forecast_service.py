@@ -11,12 +11,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.execution.stats import StepEventStatus
 
 from predcheck_dagster import features, policy
 from predcheck_dagster.checkpoint_store import Prediction
-from predcheck_dagster.features import LIVE_SAMPLE_FIELDS, SCORED_SAMPLES, bottleneck_stages
+from predcheck_dagster.features import (
+    FEATURE_NAMES,
+    HISTORY_INPUT_NAMES,
+    LIVE_INPUT_NAMES,
+    MODEL_INPUT_NAMES,
+    SAMPLE_BLOCK_FIELDS,
+    SCORED_SAMPLES,
+    USUAL_NAMES,
+    SampleBlock,
+    bottleneck_stages,
+)
 from predcheck_dagster.outcome import DEADLINE_TAG
 from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
 
@@ -26,11 +37,50 @@ DEFAULT_CHECKPOINT_COST_S = 0.05
 # History features of an attempt are fixed when it starts (only attempts that ended before count):
 # computed once per attempt and kept across ticks, bounded.
 HISTORY_CACHE_SIZE = 20_000
-FEATURE_SET = frozenset(features.FEATURE_NAMES)  # recorded with each prediction (not the sequences)
-_HISTORY_CACHE: dict[tuple[str, str, float], dict[str, float]] = {}
-# What a tick reads of each sample: the features' fields, the stage (bottleneck) and the drop count
-# (Prometheus). Fewer columns: a third less to transfer and parse for 12,000 samples per tick.
-SAMPLE_COLUMNS = ("ts", *LIVE_SAMPLE_FIELDS, "dropped_samples")  # LIVE_SAMPLE_FIELDS has the stage
+_HISTORY_CACHE: dict[tuple[str, str, float], tuple[dict[str, float], np.ndarray]] = {}
+# What a tick reads of each sample: the features' fields, the stage (always) and the drop count
+# (Prometheus). Fewer columns: less to transfer and parse for 12,000 samples per tick.
+SAMPLE_FIELDS = (*SAMPLE_BLOCK_FIELDS, "dropped_samples")
+# where the cached history part and the live part go in the model input
+_HISTORY_COLUMNS = np.array([MODEL_INPUT_NAMES.index(n) for n in HISTORY_INPUT_NAMES])
+_LIVE_COLUMNS = np.array([MODEL_INPUT_NAMES.index(n) for n in LIVE_INPUT_NAMES])
+_FEATURE_COLUMNS = np.array([MODEL_INPUT_NAMES.index(n) for n in FEATURE_NAMES])
+
+
+@dataclass
+class ModelInputs:
+    """What the model scores, one row per step: in-flight steps first, then queued ones."""
+
+    x: np.ndarray  # (n, len(MODEL_INPUT_NAMES)) float64, NaN = unknown
+    samples: SampleBlock  # each step's newest samples (none for a queued step)
+    histories: dict[tuple[str, str], list[dict[str, Any]]]  # (job, step) -> its last attempts
+
+    def features(self, i: int) -> dict[str, float | None]:
+        """Row ``i``'s flat features (recorded with its prediction; None = unknown)."""
+        return {name: (None if v != v else v) for name, v in zip(FEATURE_NAMES, self.x[i, _FEATURE_COLUMNS].tolist())}
+
+    def value(self, i: int, name: str) -> float:
+        return float(self.x[i, MODEL_INPUT_NAMES.index(name)])
+
+
+def model_inputs(store: Any, in_flight: list[tuple[Any, str, float]], queued: list[tuple[Any, str]],
+                 now: float) -> ModelInputs:
+    """The model input of each in-flight (run, step, start) at ``now`` and of each queued (run, step).
+
+    History features come from the cache (fixed when an attempt starts), the live features from
+    one ``features.live_matrix`` pass over the samples the store returns as arrays.
+    """
+    scored = [*in_flight, *((run, key, now) for run, key in queued)]
+    histories = store.step_histories({(run.job_name, key) for run, key, _ in scored}, 2 * features.PIPELINE_WINDOW)
+    block = store.recent_sample_block([(run.run_id, key) for run, key, _ in in_flight], per_step=SCORED_SAMPLES,
+                                      fields=SAMPLE_FIELDS).with_empty_rows(len(queued))
+    history = np.stack([vector for _, vector in _history_entries(store, scored, histories)]) if scored else \
+        np.zeros((0, len(HISTORY_INPUT_NAMES) + len(USUAL_NAMES)))
+    elapsed = [now - start for _, _, start in in_flight] + [0.0] * len(queued)
+    x = np.empty((len(scored), len(MODEL_INPUT_NAMES)))
+    x[:, _HISTORY_COLUMNS] = history[:, :len(HISTORY_INPUT_NAMES)]
+    x[:, _LIVE_COLUMNS] = features.live_matrix(block, elapsed, history[:, len(HISTORY_INPUT_NAMES):])
+    return ModelInputs(x, block, histories)
 
 
 @dataclass
@@ -94,19 +144,8 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     if not steps and not queued:
         report.duration_s = time.perf_counter() - t0
         return report
-    keys = {(run.job_name, s.step_key) for run, s in steps} | {(run.job_name, key) for run, key in queued}
-    histories = store.step_histories(keys, 2 * features.PIPELINE_WINDOW)
-    samples = store.recent_samples([(run.run_id, s.step_key) for run, s in steps], per_step=SCORED_SAMPLES,
-                                   columns=SAMPLE_COLUMNS)
-    scored = [(run, s.step_key, s.start_time) for run, s in steps] + [(run, key, now) for run, key in queued]
-    history_rows = history_features(store, scored, histories)
-    rows = [{**history_rows[i], **features.live_features(samples.get((run.run_id, s.step_key), []),
-                                                          now - s.start_time, history_rows[i]),
-             **features.live_sequence(samples.get((run.run_id, s.step_key), []), history_rows[i])}
-            for i, (run, s) in enumerate(steps)]
-    rows += [{**history_rows[j], **features.live_features([], 0.0, history_rows[j]),
-              **features.live_sequence([], history_rows[j])} for j in range(len(steps), len(scored))]
-    scores = score(rows, predcheck.tracking_uri or default_tracking_uri(), predcheck.model_uri)
+    inputs = model_inputs(store, [(run, s.step_key, s.start_time) for run, s in steps], queued, now)
+    scores = score(inputs.x, predcheck.tracking_uri or default_tracking_uri(), predcheck.model_uri)
     report.served_by, report.model_version = scores.served_by, scores.model_version
     if scores.note:
         report.lines.append(scores.note)
@@ -125,8 +164,9 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         work_since = max(0.0, decided_at - last_checkpoint.get((run.run_id, stats.step_key), stats.start_time))
         risky = p >= predcheck.risk_threshold
         request = risky and policy.should_request_checkpoint(p, work_since, cost, remaining)
-        prediction = _prediction(run, stats, rows[i], p, remaining, histories[key],
-                                 samples.get((run.run_id, stats.step_key), []), scores, now)
+        samples = inputs.samples.samples(i)
+        cpu_util = inputs.value(i, "cpu_util")
+        prediction = _prediction(run, stats, cpu_util, p, remaining, inputs.histories[key], samples, scores, now)
         reason = (f"{run.run_id[:8]}/{stats.step_key}: p_fail={p:.2f} remaining={_fmt(remaining)} "
                   f"elapsed={now - stats.start_time:.0f}s work_since_ckpt={work_since:.1f}s C={cost:.3f}s -> "
                   + ("checkpoint (p×work > C)" if request else "high risk, checkpoint not worth it yet"
@@ -134,7 +174,7 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         report.lines.append(reason)
         prediction_rows.append(_prediction_row(now, run, stats.step_key, scores, p, remaining,
                                                now - stats.start_time, "checkpoint" if request else "none",
-                                               reason, rows[i]))
+                                               reason, inputs.features(i)))
         tags = {f"{TAG}failure_probability": f"{p:.3f}", f"{TAG}risk": "high" if risky else "low",
                 f"{TAG}predicted_remaining_s": _fmt(remaining)}
         if prediction.bottleneck_stages:
@@ -146,10 +186,10 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
             tags[f"{TAG}checkpoint_requested"] = stats.step_key
             report.requested.append(f"{run.run_id}/{stats.step_key}")
         new_tags.setdefault(run.run_id, {}).update(tags)
-        last_sample = (samples.get((run.run_id, stats.step_key)) or [{}])[-1]
+        last_sample = (samples or [{}])[-1]
         report.steps.append({
             "job": run.job_name, "run_id": run.run_id, "step_key": stats.step_key,
-            "rss_bytes": last_sample.get("rss_bytes"), "cpu_util": rows[i].get("cpu_util"),
+            "rss_bytes": last_sample.get("rss_bytes"), "cpu_util": cpu_util,
             "elapsed_s": now - stats.start_time, "failure_probability": p, "predicted_remaining_s": remaining,
             "checkpoints_requested": request_counts.get((run.run_id, stats.step_key), 0) + int(bool(requested_now)),
             "samples_dropped": last_sample.get("dropped_samples") or 0})
@@ -158,7 +198,8 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         p, remaining = scores.failure_probability[j], _known(scores.predicted_remaining_s[j])
         run_risk[run.run_id] = 1 - (1 - run_risk.get(run.run_id, 0.0)) * (1 - p)
         prediction_rows.append(_prediction_row(now, run, step_key, scores, p, remaining, None, "queued",
-                                               f"{run.run_id[:8]}/{step_key} (queued): p_fail={p:.2f}", rows[j]))
+                                               f"{run.run_id[:8]}/{step_key} (queued): p_fail={p:.2f}",
+                                               inputs.features(j)))
     for run_id, p in run_risk.items():
         risky = p >= predcheck.risk_threshold
         report.lines.append(f"{run_id[:8]} (queued): p_fail(any step)={p:.2f} -> {'high' if risky else 'low'} risk")
@@ -184,6 +225,14 @@ def history_features(store: Any, scored: list[tuple[Any, str, float]],
     attempts, its job's last attempts and those of the last hour, every failure of the last hour,
     and the attempts in flight now.
     """
+    return [row for row, _ in _history_entries(store, scored, histories)]
+
+
+def _history_entries(store: Any, scored: list[tuple[Any, str, float]],
+                     histories: dict[tuple[str, str], list[dict[str, Any]]]
+                     ) -> list[tuple[dict[str, float], np.ndarray]]:
+    """Per (run, step, start): its history row and, as an array, its ``HISTORY_INPUT_NAMES`` then
+    ``USUAL_NAMES`` (what the live features compare with)."""
     missing = [(run, key, start) for run, key, start in scored if (run.run_id, key, start) not in _HISTORY_CACHE]
     if missing:
         earliest = min(start for _, _, start in missing) - features.RECENT_S
@@ -196,12 +245,13 @@ def history_features(store: Any, scored: list[tuple[Any, str, float]],
             history = [features.step_attempt(r) for r in sorted(known.values(), key=lambda r: (r["ended_at"], r["id"]))]
             attempt = {"pipeline": f"{run.job_name}:{key}", "group": run.job_name, "started_at": start}
             index = features.index_of(history, start, [a for a in inflight if a["started_at"] <= start])
-            row = index.features(attempt, start)
-            row.update(features.usual(index, attempt))
-            row.update(index.sequence(attempt, start))
+            row, usual, sequence = features.history_parts(index, attempt)
+            row.update(sequence)
+            row.update(zip(USUAL_NAMES, usual))
+            vector = np.array([row[name] for name in HISTORY_INPUT_NAMES] + usual, dtype=np.float64)
             if len(_HISTORY_CACHE) >= HISTORY_CACHE_SIZE:
                 _HISTORY_CACHE.pop(next(iter(_HISTORY_CACHE)))
-            _HISTORY_CACHE[(run.run_id, key, start)] = row
+            _HISTORY_CACHE[(run.run_id, key, start)] = (row, vector)
     return [_HISTORY_CACHE[(run.run_id, key, start)] for run, key, start in scored]
 
 
@@ -210,15 +260,15 @@ def _known(value: float) -> float | None:
 
 
 def _prediction_row(now: float, run: Any, step_key: str, scores: Any, p: float, remaining: float | None,
-                    elapsed: float | None, decision: str, reason: str, features: dict[str, float]) -> dict[str, Any]:
+                    elapsed: float | None, decision: str, reason: str,
+                    features: dict[str, float | None]) -> dict[str, Any]:
     return {"ts": now, "run_id": run.run_id, "step_key": step_key, "job": run.job_name,
             "served_by": scores.served_by, "model_uri": scores.model_uri, "model_version": scores.model_version,
             "failure_probability": p, "predicted_remaining_s": remaining, "elapsed_s": elapsed,
-            "decision": decision, "reason": reason,
-            "features": {k: (None if v != v else v) for k, v in features.items() if k in FEATURE_SET}}
+            "decision": decision, "reason": reason, "features": features}
 
 
-def _prediction(run: Any, stats: Any, row: dict[str, float], p: float, remaining: float | None,
+def _prediction(run: Any, stats: Any, cpu_util: float, p: float, remaining: float | None,
                 history: list[dict[str, Any]], samples: list[dict[str, Any]], scores: Any, now: float) -> Prediction:
     """The prediction attached to checkpoints: probability, remaining time, bottlenecks, projections."""
     import json
@@ -236,7 +286,6 @@ def _prediction(run: Any, stats: Any, row: dict[str, float], p: float, remaining
         slope = (rss - samples[0]["rss_bytes"]) / (samples[-1]["elapsed_s"] - samples[0]["elapsed_s"])
     horizon = remaining or 0.0
     peak = max(rss, rss + slope * horizon) if rss is not None and slope is not None else rss
-    cpu_util = row.get("cpu_util")
     deadline = run.tags.get(DEADLINE_TAG)
     return Prediction(
         failure_probability=p, predicted_remaining_s=remaining,

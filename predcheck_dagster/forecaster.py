@@ -69,33 +69,39 @@ def make_pyfunc_class() -> type:
 
 def forecast_frame(forecaster: Any, frame: Any) -> Any:
     """A family's predictions in the served columns (a target it was not trained on is NaN)."""
+    import pandas as pd
+
+    return pd.DataFrame(forecast_matrix(forecaster, frame.to_numpy(dtype="float64"), tuple(frame.columns)))
+
+
+def forecast_matrix(forecaster: Any, x: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """``forecast_frame`` on a matrix whose columns are ``columns``: each served column as an array."""
     import numpy as np
 
-    out = forecaster.predict(frame).reset_index(drop=True)
-    for column in OUTPUT_COLUMNS:
-        if column not in out:
-            out[column] = np.nan
-    out["predicted_remaining_s"] = out["remaining_s_p50"]
-    return out[list(OUTPUT_COLUMNS)]
+    out = forecaster.predict_matrix(x, tuple(columns))
+    served = {c: out.get(c, np.full(len(x), np.nan)) for c in OUTPUT_COLUMNS}
+    served["predicted_remaining_s"] = served["remaining_s_p50"]
+    return served
 
 
 # ---- heuristic fallback ---------------------------------------------------------------------------
-def heuristic_predict(rows: Sequence[Mapping[str, float]]) -> list[tuple[float, float]]:
-    """(failure probability, remaining seconds) from history alone: serves when no model does.
+_HEURISTIC_INPUTS = ("hist_fail_rate", "hist_duration_p90", "hist_duration_p50", "elapsed_s")
+
+
+def heuristic_predict(x: Any) -> tuple[list[float], list[float]]:
+    """(failure probabilities, remaining seconds) of model input rows ``x`` (a matrix with
+    ``MODEL_INPUT_NAMES`` columns) from history alone: serves when no model does.
 
     Probability: the smoothed failure rate of the (job, step), raised when the attempt has run past
     its 90th-percentile duration. Remaining: the median duration minus elapsed, at least 10 % of it.
     """
-    out = []
-    for r in rows:
-        p = r["hist_fail_rate"]
-        p90 = r["hist_duration_p90"]
-        if p90 == p90 and p90 > 0 and r["elapsed_s"] > p90:
-            p = 1 - (1 - p) * 0.5
-        p50 = r["hist_duration_p50"]
-        remaining = max(p50 - r["elapsed_s"], 0.1 * p50) if p50 == p50 else math.nan
-        out.append((min(max(p, 0.0), 1.0), remaining))
-    return out
+    import numpy as np
+
+    p, p90, p50, elapsed = (x[:, MODEL_INPUT_NAMES.index(name)] for name in _HEURISTIC_INPUTS)
+    with np.errstate(invalid="ignore"):
+        p = np.where((p90 > 0) & (elapsed > p90), 1 - (1 - p) * 0.5, p)
+        remaining = np.where(p50 == p50, np.maximum(p50 - elapsed, 0.1 * p50), np.nan)
+    return np.clip(p, 0.0, 1.0).tolist(), remaining.tolist()
 
 
 # ---- training -------------------------------------------------------------------------------------
@@ -405,14 +411,17 @@ def _cached_model(tracking_uri: str, model_uri: str) -> tuple[Any, str]:
     return model, version
 
 
-def _predict(model: Any, frame: Any) -> Any:
-    """The served columns for ``frame``: straight through our pyfunc (the frame is built here, with
-    exactly the model's columns, so MLflow's per-call schema enforcement is skipped), else the
-    generic pyfunc ``predict``."""
+def _predict(model: Any, x: Any) -> dict[str, Any]:
+    """The served columns for model input ``x`` (``MODEL_INPUT_NAMES`` columns): straight through
+    our pyfunc's forecaster on the matrix (no DataFrame, no per-call schema enforcement), else the
+    generic pyfunc ``predict`` on a DataFrame."""
     inner = getattr(model, "unwrap_python_model", lambda: None)()
     if inner is not None and hasattr(inner, "forecaster"):
-        return forecast_frame(inner.forecaster, frame)
-    return model.predict(frame)
+        return forecast_matrix(inner.forecaster, x, MODEL_INPUT_NAMES)
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame(x.astype("float32"), columns=list(MODEL_INPUT_NAMES)))
+    return {c: out[c].to_numpy() for c in out.columns}
 
 
 def warm_model(tracking_uri: str, model_uri: str) -> str | None:
@@ -424,23 +433,32 @@ def warm_model(tracking_uri: str, model_uri: str) -> str | None:
         return None
 
 
-def score(rows: Sequence[Mapping[str, float]], tracking_uri: str, model_uri: str) -> Scores:
-    """Score feature rows with the registered model (cached per version), else the heuristic."""
-    if not rows:
+def score(inputs: Any, tracking_uri: str, model_uri: str) -> Scores:
+    """Score model inputs with the registered model (cached per version), else the heuristic.
+
+    ``inputs``: a matrix with ``MODEL_INPUT_NAMES`` columns (the sensor's), or feature rows.
+    """
+    import numpy as np
+
+    x = inputs if isinstance(inputs, np.ndarray) else input_matrix(inputs)
+    if not len(x):
         return Scores([], [], "none", None, None)
     try:
-        import pandas as pd
-
         model, version = _cached_model(tracking_uri, model_uri)
-        nan = math.nan
-        frame = pd.DataFrame([[row.get(name, nan) for name in MODEL_INPUT_NAMES] for row in rows],
-                             columns=list(MODEL_INPUT_NAMES), dtype="float32")
-        out = _predict(model, frame)
-        column = lambda name: [float(v) for v in out[name]] if name in out else []  # noqa: E731
+        out = _predict(model, x)
+        column = lambda name: out[name].tolist() if name in out else []  # noqa: E731
         return Scores(column("failure_probability"), column("predicted_remaining_s"), "model", model_uri, version,
                       overrun_probability=column("overrun_probability"), remaining_s_p90=column("remaining_s_p90"))
     except Exception as e:  # noqa: BLE001 - any registry/model failure falls back, and says so
         first_line = str(e).splitlines()[0] if str(e) else ""
         note = f"model {model_uri!r} unavailable ({type(e).__name__}: {first_line}); heuristic served"
-        pairs = heuristic_predict(rows)
-        return Scores([p for p, _ in pairs], [r for _, r in pairs], "heuristic", None, None, note)
+        probabilities, remaining = heuristic_predict(x)
+        return Scores(probabilities, remaining, "heuristic", None, None, note)
+
+
+def input_matrix(rows: Sequence[Mapping[str, float]]) -> Any:
+    """Feature rows (dicts) as the model input matrix (NaN where a row lacks a name)."""
+    import numpy as np
+
+    return np.array([[row.get(name, math.nan) for name in MODEL_INPUT_NAMES] for row in rows],
+                    dtype=np.float64).reshape(len(rows), len(MODEL_INPUT_NAMES))

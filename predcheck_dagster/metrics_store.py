@@ -636,6 +636,70 @@ class MetricsStore:
             group.reverse()  # each key's rows arrive newest first
         return grouped
 
+    def recent_sample_block(self, keys: Sequence[tuple[str, str]], per_step: int = 12,
+                            fields: Sequence[str] | None = None) -> Any:
+        """``recent_samples`` as arrays (a ``features.SampleBlock``, row ``i`` = ``keys[i]``): what
+        the forecast sensor scores from. No dict per sample: the tick reads 12,000 of them.
+
+        ``fields``: the numeric sample fields to hold (default ``features.SAMPLE_BLOCK_FIELDS``);
+        the stage is always there. PostgreSQL: the one LATERAL statement of ``recent_samples``;
+        SQLite: one prepared ``ORDER BY ts DESC LIMIT k`` per key on the raw connection.
+        """
+        import numpy as np
+
+        from predcheck_dagster.features import SAMPLE_BLOCK_FIELDS, SampleBlock
+
+        fields = tuple(fields or SAMPLE_BLOCK_FIELDS)
+        unknown = set(fields) - {c.name for c in step_samples.columns}
+        if unknown:
+            raise ValueError(f"step_samples has no column(s) {sorted(unknown)}")
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return SampleBlock.empty(len(keys), per_step, fields)
+        if self.engine.dialect.name == "postgresql":
+            sql, selected = _latest_per_key_sql(step_samples, (step_samples.c.run_id, step_samples.c.step_key),
+                                                (step_samples.c.ts.desc(),), ("ts", "stage", *fields))
+            params = {"key_a": [k[0] for k in unique], "key_b": [k[1] for k in unique], "per_key": per_step}
+            position = {name: i + 1 for i, name in enumerate(selected)}
+        else:
+            sql = (f"SELECT ts, stage, {', '.join(fields)} FROM {step_samples.name} "
+                   f"WHERE run_id = ? AND step_key = ? ORDER BY ts DESC LIMIT ?")
+            position = {name: i + 1 for i, name in enumerate(("ts", "stage", *fields))}
+
+        def fetch(conn: Connection) -> list[tuple[Any, ...]]:
+            with _driver_errors(conn, sql):
+                cursor = conn.connection.dbapi_connection.cursor()
+                try:
+                    if self.engine.dialect.name == "postgresql":
+                        cursor.execute(sql, params)
+                        return cursor.fetchall()
+                    return [(n, *row) for n, (a, b) in enumerate(unique, start=1)
+                            for row in cursor.execute(sql, (a, b, per_step)).fetchall()]
+                finally:
+                    cursor.close()
+
+        rows = self._run(fetch, write=False)
+        block = SampleBlock.empty(len(unique), per_step, fields)
+        if rows:
+            table = np.array(rows, dtype=object)
+            key = table[:, 0].astype(np.int64) - 1
+            ts = table[:, position["ts"]].astype(np.float64)
+            order = np.lexsort((-ts, key))  # each key's rows newest first, whatever order they came in
+            key = key[order]
+            rank = np.arange(len(key)) - np.searchsorted(key, key, side="left")  # 0 = the newest
+            column = per_step - 1 - rank
+            block.values[key, column] = table[order][:, [position[f] for f in fields]].astype(np.float64)
+            codes: dict[str, int] = {}
+            block.stage_codes[key, column] = [codes.setdefault(stage, len(codes) + 1) if stage else 0
+                                              for stage in table[order, position["stage"]]]
+            block.stage_names = list(codes)
+            block.counts[:] = np.bincount(key, minlength=len(unique))
+        if len(unique) == len(keys):
+            return block
+        rows_of = [unique.index(k) for k in keys]  # a key asked for twice: its row twice
+        return SampleBlock(block.values[rows_of], block.stage_codes[rows_of], block.counts[rows_of],
+                           block.stage_names, fields)
+
     def explain_recent_samples(self, keys: Sequence[tuple[str, str]], per_step: int = 12,
                                analyze: bool = False) -> str:
         """The database's plan of the forecast sensor's sample query for ``keys`` (PostgreSQL

@@ -18,6 +18,7 @@ for the rest): no pickles. Heavy imports (xgboost, torch) happen inside the func
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -153,23 +154,43 @@ class Forecaster:
     family: str
     spec: dict[str, Any]
 
-    def predict(self, frame: Any) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    def predict(self, frame: Any) -> Any:
+        """A DataFrame of model inputs -> a DataFrame of the output columns."""
+        import pandas as pd
+
+        return pd.DataFrame(self.predict_matrix(frame.to_numpy(dtype=np.float64), tuple(frame.columns)))
+
+    def predict_matrix(self, x: np.ndarray, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        """Model inputs as a matrix whose columns are ``columns`` -> each output column as an
+        array (the sensor's way: no DataFrame per tick)."""
+        raise NotImplementedError  # pragma: no cover - interface
 
     def save(self, directory: str) -> dict[str, str]:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-def _output_frame(probabilities: Mapping[str, np.ndarray], quantiles: np.ndarray | None, n: int) -> Any:
-    import pandas as pd
-
+def _outputs(probabilities: Mapping[str, np.ndarray], quantiles: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
     out = {f"{t}_probability": probabilities[t] for t in TARGETS if t in probabilities}
     if quantiles is not None:
         out["remaining_s_p50"] = quantiles[:, 0]
         out["remaining_s_p90"] = np.maximum(quantiles[:, 1], quantiles[:, 0])
     else:
         out["remaining_s_p50"] = out["remaining_s_p90"] = np.full(n, np.nan)
-    return pd.DataFrame(out)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _column_index(columns: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
+    position = {c: i for i, c in enumerate(columns)}
+    return np.array([position.get(name, -1) for name in names], dtype=np.int64)
+
+
+def _take(x: np.ndarray, columns: Sequence[str], names: Sequence[str], dtype: Any = np.float64) -> np.ndarray:
+    """The ``names`` columns of ``x`` (whose columns are ``columns``) in that order, NaN where absent."""
+    index = _column_index(tuple(columns), tuple(names))
+    out = np.ascontiguousarray(x[:, np.maximum(index, 0)], dtype=dtype)
+    out[:, index < 0] = np.nan
+    return out
 
 
 # ---- XGBoost ----------------------------------------------------------------------------------
@@ -232,18 +253,17 @@ class XGBoostForecaster(Forecaster):
                 "trees": best, "params": {k: v for k, v in XGB_PARAMS.items()}}
         return cls(spec, boosters, calibrations)
 
-    def predict(self, frame: Any) -> Any:
-        names = self.spec["input_names"]
-        x = frame.reindex(columns=names).to_numpy(dtype=np.float32)
+    def predict_matrix(self, x: np.ndarray, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        x = _take(x, columns, self.spec["input_names"], np.float32)
         if not len(x):
-            return _output_frame({t: np.zeros(0) for t in self.spec["targets"]}, None, 0)
+            return _outputs({t: np.zeros(0) for t in self.spec["targets"]}, None, 0)
         # in place: no DMatrix copy (NaN is "missing" by default)
         probabilities = {t: _calibrated(self.calibrations[t], self.boosters[t].inplace_predict(x))
                          for t in self.spec["targets"]}
         quantiles = None
         if "remaining" in self.boosters:
             quantiles = np.expm1(np.clip(self.boosters["remaining"].inplace_predict(x).reshape(len(x), -1), 0, 20))
-        return _output_frame(probabilities, quantiles, len(x))
+        return _outputs(probabilities, quantiles, len(x))
 
     def save(self, directory: str) -> dict[str, str]:
         artifacts = {}
@@ -277,13 +297,12 @@ def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return np.concatenate([np.clip(z, -10, 10), missing.astype(np.float32)], axis=-1).astype(np.float32)
 
 
-def _lstm_arrays(frame: Any, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    flat = frame.reindex(columns=list(names)).to_numpy(dtype=np.float64)
-    seq = frame.reindex(columns=list(SEQUENCE_NAMES)).to_numpy(dtype=np.float64)
-    live = frame.reindex(columns=list(LIVE_SEQUENCE_NAMES)).to_numpy(dtype=np.float64)
+def _lstm_arrays(x: np.ndarray, columns: Sequence[str], names: Sequence[str]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    flat = _take(x, columns, names)
     # newest-first columns -> (rows, time oldest first, fields)
-    seq = seq.reshape(len(frame), SEQ_LEN, len(SEQ_FIELDS))[:, ::-1, :]
-    live = live.reshape(len(frame), SCORED_SAMPLES, len(LIVE_SEQ_FIELDS))[:, ::-1, :]
+    seq = _take(x, columns, SEQUENCE_NAMES).reshape(len(x), SEQ_LEN, len(SEQ_FIELDS))[:, ::-1, :]
+    live = _take(x, columns, LIVE_SEQUENCE_NAMES).reshape(len(x), SCORED_SAMPLES, len(LIVE_SEQ_FIELDS))[:, ::-1, :]
     return flat, seq, live
 
 
@@ -331,20 +350,20 @@ class LSTMForecaster(Forecaster):
         self.spec, self.network, self.calibrations = spec, network, calibrations
         self._norm = {k: np.asarray(v) for k, v in spec["normalisation"].items()}
 
-    def _tensors(self, frame: Any) -> tuple[Any, Any, Any]:
+    def _tensors(self, x: np.ndarray, columns: Sequence[str]) -> tuple[Any, Any, Any]:
         import torch
 
-        flat, seq, live = _lstm_arrays(frame, self.spec["input_names"])
+        flat, seq, live = _lstm_arrays(x, columns, self.spec["input_names"])
         n = self._norm
         return (torch.from_numpy(_standardise(flat, n["flat_mean"], n["flat_std"])),
                 torch.from_numpy(_standardise(seq, n["seq_mean"], n["seq_std"])),
                 torch.from_numpy(_standardise(live, n["live_mean"], n["live_std"])))
 
-    def _raw(self, frame: Any, batch: int = 8192) -> np.ndarray:
+    def _raw(self, x: np.ndarray, columns: Sequence[str], batch: int = 8192) -> np.ndarray:
         import torch
 
         self.network.eval()
-        flat, seq, live = self._tensors(frame)
+        flat, seq, live = self._tensors(x, columns)
         outs = []
         with torch.inference_mode():
             for i in range(0, len(flat), batch):
@@ -362,7 +381,9 @@ class LSTMForecaster(Forecaster):
         names = _input_names(data.frame)
         targets = [t for t in TARGETS if t in data.targets
                    and len(np.unique(data.targets[t][~np.isnan(data.targets[t])])) == 2]
-        flat, seq, live = _lstm_arrays(data.frame, names)
+        columns = [*names, *SEQUENCE_NAMES, *LIVE_SEQUENCE_NAMES]
+        x = data.frame.reindex(columns=columns).to_numpy(dtype=np.float64)
+        flat, seq, live = _lstm_arrays(x, columns, names)
         norm = {}
         norm["flat_mean"], norm["flat_std"] = _stats(flat)
         norm["seq_mean"], norm["seq_std"] = _stats(seq)
@@ -371,7 +392,8 @@ class LSTMForecaster(Forecaster):
                 "quantiles": data.remaining_s is not None, "hidden": LSTM_HIDDEN,
                 "normalisation": {k: v.tolist() for k, v in norm.items()}}
         model = cls(spec, build_lstm_network(len(names), len(targets), len(QUANTILES) if spec["quantiles"] else 0), {})
-        tensors = model._tensors(data.frame)
+        del flat, seq, live
+        tensors = model._tensors(x, columns)
         labels = np.stack([data.targets[t] for t in targets], axis=1).astype(np.float32)
         y = torch.from_numpy(np.nan_to_num(labels, nan=0.0))
         known = torch.from_numpy(~np.isnan(labels))
@@ -433,18 +455,18 @@ class LSTMForecaster(Forecaster):
             return model
         if best_state is not None:
             model.network.load_state_dict(best_state)
-        raw = model._raw(data.frame.iloc[val_idx])
+        raw = model._raw(x[val_idx], columns)
         for k, t in enumerate(targets):
             v = ~np.isnan(labels[val_idx, k])
             model.calibrations[t] = _calibration(_sigmoid(raw[v, k]), labels[val_idx, k][v])
         return model
 
-    def predict(self, frame: Any) -> Any:
-        raw = self._raw(frame)
+    def predict_matrix(self, x: np.ndarray, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        raw = self._raw(x, columns)
         targets = self.spec["targets"]
         probabilities = {t: _calibrated(self.calibrations[t], _sigmoid(raw[:, k])) for k, t in enumerate(targets)}
         quantiles = np.expm1(np.clip(raw[:, len(targets):], 0, 20)) if self.spec["quantiles"] else None
-        return _output_frame(probabilities, quantiles, len(frame))
+        return _outputs(probabilities, quantiles, len(x))
 
     def save(self, directory: str) -> dict[str, str]:
         import torch

@@ -83,6 +83,11 @@ def test_train_register_promote_and_serve(tmp_path: Path) -> None:
     import pandas as pd
 
     frame = pd.DataFrame([risky, safe])[list(MODEL_INPUT_NAMES)]
+    # the sensor's path (the matrix straight into the cached forecaster) serves what MLflow's generic
+    # pyfunc predict (a DataFrame, its schema enforced) serves
+    served = mlflow.pyfunc.load_model(f"models:/test-forecaster/{scores.model_version}").predict(frame)
+    assert scores.failure_probability == pytest.approx(served["failure_probability"].tolist(), rel=1e-5)
+    assert scores.predicted_remaining_s == pytest.approx(served["predicted_remaining_s"].tolist(), rel=1e-5)
     for candidate in first.candidates:
         out = mlflow.pyfunc.load_model(candidate["model_uri"]).predict(frame)
         assert list(out.columns) == ["failure_probability", "overrun_probability", "remaining_s_p50",
@@ -131,7 +136,7 @@ def test_lstm_candidate_is_logged_and_served_through_the_same_pyfunc(tmp_path: P
     import mlflow.pyfunc
     import numpy as np
 
-    from predcheck_dagster.forecaster import TrainingSet, train_candidates
+    from predcheck_dagster.forecaster import TrainingSet, forecast_matrix, train_candidates
     from tests.unit.test_models import synthetic
 
     data, holdout, labels = synthetic(3000)
@@ -144,7 +149,11 @@ def test_lstm_candidate_is_logged_and_served_through_the_same_pyfunc(tmp_path: P
     client = MlflowClient(tracking_uri=tracking)
     assert {a.path for a in client.list_artifacts(candidate.run_id, "plots")} == {
         "plots/plot_pr_curves.png", "plots/plot_calibration.png"}
-    out = mlflow.pyfunc.load_model(candidate.model_uri).predict(holdout[list(MODEL_INPUT_NAMES)])
+    model = mlflow.pyfunc.load_model(candidate.model_uri)
+    out = model.predict(holdout[list(MODEL_INPUT_NAMES)])
+    fast = forecast_matrix(model.unwrap_python_model().forecaster, holdout[list(MODEL_INPUT_NAMES)].to_numpy(),
+                           MODEL_INPUT_NAMES)  # the sensor's path: no DataFrame
+    np.testing.assert_allclose(fast["failure_probability"], out["failure_probability"].to_numpy(), rtol=1e-5)
     assert list(out.columns) == ["failure_probability", "overrun_probability", "remaining_s_p50",
                                  "remaining_s_p90", "predicted_remaining_s"]
     np.testing.assert_allclose(out["failure_probability"].to_numpy(), candidate.holdout_probabilities, atol=0.05)

@@ -219,6 +219,88 @@ def test_live_features_without_samples_or_history_are_nan():
     assert math.isnan(one["rss_slope_ratio"]) and math.isnan(one["cpu_util"])
 
 
+def reference_live(samples: list[dict], elapsed_s: float, hist: dict) -> dict[str, float]:
+    """The live features written one sample at a time, as plainly as possible: the oracle the
+    vectorised ``live_matrix`` must agree with."""
+    nan = math.nan
+    scored = samples[-features.SCORED_SAMPLES:]
+    recent = scored[-features.LIVE_WINDOW:]
+    p50, rss_p50 = hist.get("hist_duration_p50", nan), hist.get("hist_peak_rss_p50", nan)
+    hist_rate, hist_input = hist.get("_work_rate", nan), hist.get("_input_bytes", nan)
+    rss = recent[-1]["rss_bytes"] if recent and recent[-1].get("rss_bytes") else nan
+    slope = cpu_util = work_rate = nan
+    if len(recent) >= 2:
+        a, b = recent[0], recent[-1]
+        dt = b["elapsed_s"] - a["elapsed_s"]
+        if dt > 0:
+            if a.get("rss_bytes") and b.get("rss_bytes"):
+                slope = (b["rss_bytes"] - a["rss_bytes"]) / dt
+            if a.get("cpu_s") is not None and b.get("cpu_s") is not None:
+                cpu_util = (b["cpu_s"] - a["cpu_s"]) / dt
+            if a.get("work_units") is not None and b.get("work_units") is not None:
+                work_rate = (b["work_units"] - a["work_units"]) / dt
+    input_bytes = next((s["input_bytes"] for s in reversed(recent) if s.get("input_bytes")), None)
+    stages: list[str] = []
+    for s in scored:
+        if s.get("stage") and (not stages or stages[-1] != s["stage"]):
+            stages.append(s["stage"])
+    stage_start = next((s["elapsed_s"] for s in scored if stages and s.get("stage") == stages[-1]), nan)
+    ok = lambda v: v == v and v > 0  # noqa: E731
+    out = {
+        "elapsed_s": elapsed_s, "elapsed_ratio": elapsed_s / p50 if ok(p50) else nan,
+        "log_rss": math.log(rss) if ok(rss) else nan, "rss_ratio": rss / rss_p50 if ok(rss_p50) else nan,
+        "rss_slope_ratio": slope / rss_p50 if ok(rss_p50) else nan, "cpu_util": cpu_util,
+        "work_rate_ratio": work_rate / hist_rate if ok(hist_rate) else nan,
+        "input_ratio": input_bytes / hist_input if input_bytes and ok(hist_input) else nan,
+        "n_samples": float(len(scored)), "stage_rank": float(len(stages)) if stages else nan,
+        "stage_elapsed_s": max(0.0, elapsed_s - stage_start) if stage_start == stage_start else nan,
+    }
+    newest_first = scored[::-1]
+    for j in range(features.SCORED_SAMPLES):
+        s = newest_first[j] if j < len(newest_first) else None
+        prev = newest_first[j + 1] if j + 1 < len(newest_first) else None
+        out[f"live{j}_elapsed_frac"] = s["elapsed_s"] / p50 if s and ok(p50) else nan
+        out[f"live{j}_rss_ratio"] = s["rss_bytes"] / rss_p50 if s and s.get("rss_bytes") and ok(rss_p50) else nan
+        cpu = nan
+        if s and prev and s.get("cpu_s") is not None and prev.get("cpu_s") is not None:
+            dt = s["elapsed_s"] - prev["elapsed_s"]
+            cpu = (s["cpu_s"] - prev["cpu_s"]) / dt if dt > 0 else nan
+        out[f"live{j}_cpu_util"] = cpu
+    return out
+
+
+def test_vectorised_live_features_agree_with_the_plain_oracle():
+    """One ``live_matrix`` call over 400 attempts of every shape (no samples to many, missing
+    values, repeated instants, stages that come back, no history) equals the oracle per attempt."""
+    import random
+
+    import numpy as np
+
+    rng = random.Random(7)
+    maybe = lambda value, p=0.15: None if rng.random() < p else value  # noqa: E731
+    attempts, hists, elapsed = [], [], []
+    for _ in range(400):
+        t, cpu, work, samples = 0.0, 0.0, 0.0, []
+        for _ in range(rng.choice([0, 1, 2, 3, 6, 7, 12, 13, 30])):
+            t += rng.choice([0.0, 0.5, 1.0, 5.0])  # 0: two samples at one instant
+            cpu += rng.random()
+            work += rng.random() * 3
+            rss = maybe(rng.choice([0, 1 + int(rng.random() * 1e9)]))
+            samples.append({"elapsed_s": t, "cpu_s": maybe(cpu), "rss_bytes": rss, "work_units": maybe(work),
+                            "input_bytes": maybe(rng.choice([0, 500, 2000]), 0.5),
+                            "stage": maybe(rng.choice(["load", "work", "write"]), 0.3)})
+        attempts.append(samples)
+        hists.append({name: rng.choice([math.nan, 0.0, 10.0 + rng.random() * 1e8, 10.0 + rng.random() * 1e8])
+                      for name in features.USUAL_NAMES})
+        elapsed.append(t + rng.random() * 3)
+    usual = np.array([features.usual_of(h) for h in hists])
+    got = features.live_matrix(features.SampleBlock.of(attempts), elapsed, usual)
+    for i in range(len(attempts)):
+        expected = reference_live(attempts[i], elapsed[i], hists[i])
+        row = dict(zip(features.LIVE_INPUT_NAMES, got[i].tolist()))
+        assert row == pytest.approx(expected, nan_ok=True, rel=1e-12), i
+
+
 def test_feature_row_holds_the_model_input_names():
     history = [attempt("a", T0, T0 + 30, input_bytes=10, work_units=3.0, peak_rss_bytes=MB)]
     row = feature_row(history, T0 + 100, [sample("r", 1.0, MB, 0.1, 1.0, 10),
@@ -275,8 +357,8 @@ def test_training_rows_labels_moments_and_remaining_time():
 def test_training_row_equals_the_row_the_sensor_scores(sqlite_url):
     """At each sampled moment, training_rows builds the row forecast_tick would have scored then.
 
-    Replays the sensor's own code (``forecast_service.history_features`` over a real store, then
-    ``live_features`` and ``live_sequence`` of ``store.recent_samples``) one sample at a time, then
+    Replays the sensor's own code (``forecast_service.model_inputs`` over a real store: cached
+    history features, the store's sample block, ``live_matrix``) one sample at a time, then
     compares with the rows the trainer builds once the attempt has ended. The attempt has more
     samples than the sensor fetches, so a count of all samples would differ.
     """
@@ -296,11 +378,8 @@ def test_training_row_equals_the_row_the_sensor_scores(sqlite_url):
 
     def sensor_row(elapsed_s: float) -> dict[str, float]:
         forecast_service._HISTORY_CACHE.clear()
-        histories = store.step_histories([("etl", "crunch")], 2 * features.PIPELINE_WINDOW)
-        (hist,) = forecast_service.history_features(store, [(run, "crunch", live_start)], histories)
-        recent = store.recent_samples([("live", "crunch")], columns=forecast_service.SAMPLE_COLUMNS)  # as the sensor
-        recent = recent.get(("live", "crunch"), [])
-        return {**hist, **live_features(recent, elapsed_s, hist), **features.live_sequence(recent, hist)}
+        inputs = forecast_service.model_inputs(store, [(run, "crunch", live_start)], [], live_start + elapsed_s)
+        return dict(zip(MODEL_INPUT_NAMES, inputs.x[0].tolist()))
 
     live_samples = [sample("live", 1.0 + t, (100 + 7 * t) * MB, 0.8 * t, work=1.5 * t, input_bytes=2000,
                            stage="load" if t < 10 else "work") for t in range(30)]

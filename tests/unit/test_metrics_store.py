@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -333,6 +334,23 @@ def test_latest_per_key_queries_on_each_backend(empty_store_url):
     assert all([s["elapsed_s"] for s in got[k]] == [2.0, 3.0, 4.0] for k in keys)
     assert [s["elapsed_s"] for s in got[("run-000", "other")]] == [27.0, 28.0, 29.0]
     assert got[("absent", "crunch")] == []
+
+    # the same samples as arrays (what the sensor scores from), row i = key i, newest right-aligned
+    asked = [keys[0], ("absent", "crunch"), ("run-000", "other"), keys[0]]
+    block = store.recent_sample_block(asked, per_step=3, fields=("elapsed_s", "cpu_s", "rss_bytes", "work_units"))
+    assert block.counts.tolist() == [3, 0, 3, 3]
+    assert [block.samples(i) for i in range(4)] == [
+        [{k: s[k] for k in ("elapsed_s", "cpu_s", "rss_bytes", "work_units", "stage")} for s in got[key]]
+        for key in asked]
+    assert np.isnan(block.column("work_units")).all()  # NULL in the store
+    stages = [dict(s, stage=("load" if s["elapsed_s"] < 28 else None)) for s in samples_of("staged", "a", 30)]
+    store.add_samples(stages)
+    staged = store.recent_sample_block([("staged", "a")], per_step=4)
+    assert [s["stage"] for s in staged.samples(0)] == ["load", "load", None, None]
+    assert staged.stage_codes[0].tolist() == [1, 1, 0, 0] and staged.stage_names == ["load"]
+    with pytest.raises(ValueError, match="no column"):
+        store.recent_sample_block(keys[:1], fields=("elapsed_s", "nonsense"))
+    assert store.recent_sample_block([]).values.shape == (0, 12, 5)
 
     for i, ended in enumerate([T0 + 5, T0 + 1, T0 + 5, T0 + 3]):  # a tie on ended_at: id breaks it
         store.record_step_run(step_run(f"h{i}", ended=ended))
