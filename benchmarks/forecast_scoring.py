@@ -6,7 +6,8 @@ store's step histories and the 12 newest samples of each step as arrays, history
 (computed once per attempt, kept across ticks), the live features in one vectorised pass, and the
 champion's forecaster on the input matrix. Side by side: the same tick with nothing cached
 (history features rebuilt, the model loaded from the registry), the cost a sensor without caches
-would pay every tick. Also reported: the cold model load time and the memory it adds.
+would pay every tick. Also reported: the cold model load time and the memory it adds, in a fresh
+process (a sensor's first tick after a restart: mlflow, the family's library and the artifacts).
 
     .venv/bin/python benchmarks/forecast_scoring.py
 """
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 RUNS, STEPS_PER_RUN, SAMPLES, HISTORY = 200, 5, 12, 80  # 80 past attempts a step: enough to train the LSTM
 TARGETS_MS = {"xgboost": 50.0, "lstm": 200.0}
-TICKS = 7
+TICKS = 11
 
 
 def _seed(store) -> list:
@@ -62,6 +63,32 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
+# A sensor process's first tick: a fresh interpreter that has imported the sensor's code loads the
+# champion (mlflow, the family's library, the artifacts). Prints seconds and resident MB added.
+COLD_LOAD = """
+import json, sys, time
+sys.path[:0] = [{root!r}, {bench!r}]
+import predcheck_dagster.forecaster as forecaster
+from forecast_scoring import _rss_mb
+rss0, t0 = _rss_mb(), time.perf_counter()
+version = forecaster.warm_model({tracking!r}, {uri!r})
+print(json.dumps({{"load_s": time.perf_counter() - t0, "rss_mb": _rss_mb() - rss0, "version": version}}))
+"""
+
+
+def _cold_load(tracking: str, uri: str) -> dict:
+    """The champion's load in a fresh process (imports included): the first tick after a restart."""
+    import json
+    import subprocess
+
+    code = COLD_LOAD.format(root=str(ROOT), bench=os.path.dirname(os.path.abspath(__file__)), tracking=tracking,
+                            uri=uri)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["version"], done.stderr
+    return result
+
+
 def _tick(store, scored, tracking_uri: str, model_uri: str) -> tuple[float, str]:
     """One scoring pass as forecast_tick runs it; (seconds, served_by)."""
     from predcheck_dagster.forecast_service import model_inputs
@@ -95,11 +122,10 @@ def main() -> None:
         service._HISTORY_CACHE.clear()
         forecaster._MODEL_CACHE.clear()
         forecaster._RESOLVED.clear()
-        rss0 = _rss_mb()
-        t0 = time.perf_counter()
+        cold_load = [_cold_load(tracking, uri) for _ in range(3)]
+        load_s = statistics.median(c["load_s"] for c in cold_load)
+        rss_mb = statistics.median(c["rss_mb"] for c in cold_load)
         forecaster.warm_model(tracking, uri)
-        load_s = time.perf_counter() - t0
-        rss_mb = _rss_mb() - rss0
         cold, warm = [], []
         for _ in range(TICKS):  # interleaved: nothing cached, then everything cached
             service._HISTORY_CACHE.clear()
@@ -114,13 +140,14 @@ def main() -> None:
         ours_ms, cold_ms = statistics.median(warm) * 1000, statistics.median(cold) * 1000
         target = TARGETS_MS[family]
         print(f"{family}: {len(scored)} steps scored in {ours_ms:.0f} ms with caches, {cold_ms:.0f} ms without; "
-              f"cold load {load_s:.2f} s, +{rss_mb:.0f} MB resident")
+              f"cold load in a fresh process {load_s:.2f} s, +{rss_mb:.0f} MB resident")
         rows.append({"metric": f"score {len(scored)} in-flight steps with {family}, features from the store "
-                               f"(cold load {load_s:.1f} s, +{rss_mb:.0f} MB)",
+                               f"(cold load in a fresh process {load_s:.1f} s, +{rss_mb:.0f} MB)",
                      "ours": round(ours_ms, 1), "baseline": round(cold_ms, 1), "unit": "ms",
                      "ratio": round(ours_ms / cold_ms, 3), "target": f"<= {target:.0f} ms", "met": ours_ms <= target})
         details[family] = {"warm_ms": [round(s * 1000, 1) for s in warm], "cold_ms": [round(s * 1000, 1) for s in cold],
-                           "cold_load_s": round(load_s, 2), "load_peak_rss_mb": round(rss_mb, 1)}
+                           "cold_load_s": round(load_s, 2), "cold_load_rss_mb": round(rss_mb, 1),
+                           "cold_loads": cold_load, "load_average_after": os.getloadavg()[0]}
     details["load_average"] = os.getloadavg()[0]  # 2 shared cores: other work inflates every figure
     save("forecast_scoring", "benchmarks/forecast_scoring.py", rows, details)
 
