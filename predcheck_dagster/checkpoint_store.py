@@ -23,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -582,23 +584,42 @@ class CheckpointStore:
 
 
 class _Sha256:
-    """sha256 of a payload, computed on a thread for large payloads (overlapping the write)."""
+    """sha256 of a payload; from 1 MiB on, computed on a worker thread so that the caller's listing
+    and payload write overlap it (hashlib releases the GIL on buffers this large)."""
 
     THREADED_FROM_BYTES = 1 << 20
 
     def __init__(self, data: bytes) -> None:
         self._hash = hashlib.sha256()
-        self._thread: threading.Thread | None = None
+        self._done: Future[None] | None = None
         if len(data) >= self.THREADED_FROM_BYTES:
-            self._thread = threading.Thread(target=self._hash.update, args=(data,), daemon=True)
-            self._thread.start()
+            self._done = _hash_worker().submit(self._hash.update, data)
         else:
             self._hash.update(data)
 
     def hexdigest(self) -> str:
-        if self._thread is not None:
-            self._thread.join()
+        if self._done is not None:
+            self._done.result()
         return self._hash.hexdigest()
+
+
+_HASH_WORKERS: dict[int, ThreadPoolExecutor] = {}
+_HASH_WORKERS_LOCK = threading.Lock()
+
+
+def _hash_worker() -> ThreadPoolExecutor:
+    """This process's hashing threads, started on first use and kept.
+
+    Submitting to a waiting thread costs tens of microseconds and never blocks the caller; starting a
+    thread per write waits for it to be scheduled, which took up to milliseconds on this loaded
+    2-core machine. Keyed by process id: a forked child gets its own.
+    """
+    with _HASH_WORKERS_LOCK:
+        worker = _HASH_WORKERS.get(os.getpid())
+        if worker is None:
+            worker = _HASH_WORKERS[os.getpid()] = ThreadPoolExecutor(max_workers=4,
+                                                                     thread_name_prefix="predcheck-sha256")
+        return worker
 
 
 def _validate_checkpoint_id(checkpoint_id: str) -> None:
