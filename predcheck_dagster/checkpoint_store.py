@@ -603,8 +603,8 @@ class _Sha256:
         return self._hash.hexdigest()
 
 
-_HASH_WORKERS: dict[int, ThreadPoolExecutor] = {}
-_HASH_WORKERS_LOCK = threading.Lock()
+_hash_workers: ThreadPoolExecutor | None = None
+_hash_workers_lock = threading.Lock()
 
 
 def _hash_worker() -> ThreadPoolExecutor:
@@ -612,14 +612,21 @@ def _hash_worker() -> ThreadPoolExecutor:
 
     Submitting to a waiting thread costs tens of microseconds and never blocks the caller; starting a
     thread per write waits for it to be scheduled, which took up to milliseconds on this loaded
-    2-core machine. Keyed by process id: a forked child gets its own.
+    2-core machine. A forked child starts its own (its parent's threads do not exist in it).
     """
-    with _HASH_WORKERS_LOCK:
-        worker = _HASH_WORKERS.get(os.getpid())
-        if worker is None:
-            worker = _HASH_WORKERS[os.getpid()] = ThreadPoolExecutor(max_workers=4,
-                                                                     thread_name_prefix="predcheck-sha256")
-        return worker
+    global _hash_workers
+    with _hash_workers_lock:
+        if _hash_workers is None:
+            _hash_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="predcheck-sha256")
+        return _hash_workers
+
+
+def _forget_hash_workers() -> None:
+    global _hash_workers, _hash_workers_lock
+    _hash_workers, _hash_workers_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_hash_workers)
 
 
 def _validate_checkpoint_id(checkpoint_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 
 import numpy as np
@@ -422,3 +423,22 @@ def test_constructing_a_store_does_no_io(tmp_path):
     root = tmp_path / "not-yet"
     CheckpointStore(str(root))
     assert not root.exists()
+
+
+def _write_in_child(root: str) -> None:
+    store = CheckpointStore(root, retention=3)
+    write(store, b"c" * (2 << 20))
+
+
+def test_a_forked_child_hashes_large_payloads(tmp_path):
+    store = CheckpointStore(str(tmp_path), retention=3)
+    write(store, b"p" * (2 << 20))  # 2 MiB: hashed on this process's worker thread, which a fork does not copy
+
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(str(tmp_path),))
+    child.start()
+    child.join(timeout=30)
+    finished = child.exitcode is not None
+    if not finished:
+        child.kill()
+    assert finished and child.exitcode == 0
+    assert [store.read(m.checkpoint_id)[1][:1] for m in store.list(STREAM)] == [b"p", b"c"]
