@@ -23,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import fsspec
@@ -184,11 +186,23 @@ class NumpySerializer:
         return np is not None and isinstance(obj, np.ndarray) and obj.dtype != object
 
     def dumps(self, obj: Any) -> bytes:
+        """The ``.npy`` file: its header, then the array's bytes in C order, in one copy.
+
+        ``np.save`` into a ``BytesIO`` copies the data two or three times (chunk by chunk through
+        ``tobytes``, then into a growing buffer); joining the header with a view of the array's
+        memory copies it once. Headers that need ``.npy`` format 2.0 or 3.0 take ``np.save``.
+        """
         import numpy as np
 
-        buf = io.BytesIO()
-        np.save(buf, obj, allow_pickle=False)
-        return buf.getvalue()
+        array = obj if obj.flags.c_contiguous else np.array(obj, order="C")
+        header = io.BytesIO()
+        try:
+            np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+        except ValueError:
+            buf = io.BytesIO()
+            np.save(buf, array, allow_pickle=False)
+            return buf.getvalue()
+        return b"".join((header.getvalue(), array.reshape(-1).view(np.uint8)))
 
     def loads(self, data: bytes) -> Any:
         import numpy as np
@@ -307,30 +321,45 @@ class CheckpointStore:
     def write(self, obj: Any, *, stream: str, job: str, run_id: str, root_run_id: str,
               step_key: str, kind: str, code_version: str | None = None,
               prediction: Prediction | None = None) -> Manifest:
-        """Commit ``obj`` as the next checkpoint of ``stream``; returns its manifest."""
+        """Commit ``obj`` as the next checkpoint of ``stream``; returns its manifest.
+
+        Guarantees:
+            - The payload's sha256 and size are in the manifest; readers verify both.
+            - The manifest appears last and whole (temporary name, then one move): that move is the
+              commit. A crash before it leaves an entry without a manifest, which is never read.
+            - Earlier checkpoints are untouched until this one is committed; retention then deletes
+              only what falls outside the newest ``retention`` good ones.
+
+        Cost: the sha256 runs on a second thread from the moment the payload exists, so the listing,
+        the directory, the payload write and reading the manifests retention needs all overlap
+        it; after the commit only retention's deletions remain. No call asks for a file's size
+        (on ``memory://`` that copies the whole buffer).
+        """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         serializer = choose_serializer(obj, self.allow_pickle)
         started = time.perf_counter()
         data = serializer.dumps(obj)
-        seq = self._next_seq(stream)
+        digest = _Sha256(data)
+        earlier = self._entries(stream)
+        seq = (earlier[-1] + 1) if earlier else 1
         checkpoint_id = f"{stream}/{CKPT_PREFIX}{seq:06d}"
         payload_name = f"payload.{serializer.extension}"
         self.fs.makedirs(self._abs(checkpoint_id), exist_ok=True)
-        digest = _Sha256(data)  # hashed while the payload is written (both release the GIL)
         # The payload goes straight to its name: until the manifest exists it is never read, and a
         # torn payload fails its sha256. Only the manifest needs an atomic appearance.
         self.fs.pipe_file(self._abs(f"{checkpoint_id}/{payload_name}"), data)
+        doomed = self._beyond_retention(stream, earlier)
+        sha256 = digest.hexdigest()
         manifest = Manifest(
             checkpoint_id=checkpoint_id, run_id=run_id, root_run_id=root_run_id, job=job,
             step_key=step_key, seq=seq, kind=kind, created_at=time.time(), code_version=code_version,
             serializer=serializer.name, payload_name=payload_name, nbytes=len(data),
-            sha256=digest.hexdigest(), write_s=0.0, prediction=prediction,
+            sha256=sha256, write_s=time.perf_counter() - started, prediction=prediction,
         )
-        write_s = time.perf_counter() - started
-        manifest = replace(manifest, write_s=write_s)
         self._write_atomic(f"{checkpoint_id}/{MANIFEST_NAME}", manifest.to_json())
-        self._apply_retention(stream)
+        for doomed_id, doomed_manifest in doomed:  # only now: the new checkpoint is committed
+            self._delete_entry(doomed_id, doomed_manifest)
         return manifest
 
     def _write_atomic(self, rel: str, data: bytes) -> None:
@@ -353,12 +382,31 @@ class CheckpointStore:
                 seqs.append(int(match.group(1)))
         return sorted(seqs)
 
-    def _next_seq(self, stream: str) -> int:
-        entries = self._entries(stream)
-        return (entries[-1] + 1) if entries else 1
+    def _beyond_retention(self, stream: str, earlier: list[int]) -> list[tuple[str, Manifest | None]]:
+        """What retention deletes once the checkpoint being written is committed (with the
+        manifest of each entry, None for a torn one).
 
-    def _apply_retention(self, stream: str) -> None:
-        self.collect_garbage(stream, self.retention)
+        The new checkpoint will be the newest good one, so this is ``collect_garbage(stream,
+        retention)`` on the listing taken before the write: walking down from the newest earlier
+        entry, the ``retention - 1`` newest good ones are kept; every entry below them, and every
+        torn one among them, goes. Entries that appear after the listing are never touched.
+        """
+        doomed = []
+        good = 1
+        for seq in reversed(earlier):
+            checkpoint_id = f"{stream}/{CKPT_PREFIX}{seq:06d}"
+            manifest = self._manifest_or_none(checkpoint_id)
+            if good < self.retention and manifest is not None:
+                good += 1
+            else:
+                doomed.append((checkpoint_id, manifest))
+        return doomed
+
+    def _manifest_or_none(self, checkpoint_id: str) -> Manifest | None:
+        try:
+            return self.read_manifest(checkpoint_id)
+        except (CheckpointNotFoundError, CheckpointCorruptError):
+            return None
 
     def collect_garbage(self, stream: str, keep: int, verify: bool = False) -> int:
         """Delete all but the newest ``keep`` good checkpoints of ``stream``, and torn entries older
@@ -382,27 +430,32 @@ class CheckpointStore:
         return len(doomed)
 
     def _delete_entry(self, checkpoint_id: str, manifest: Manifest | None) -> None:
-        """Delete one ``ckpt-*`` entry: its files by name, then the folder where folders exist.
+        """Delete one ``ckpt-*`` entry: the manifest first (the entry is then uncommitted, never
+        half-readable), then the payload, then the folder where folders exist.
 
-        A committed entry's files are known from its manifest; only a torn one is listed. (Listing
-        or a recursive ``rm`` sizes every file on some backends, and ``memory://`` copies each
-        buffer to do it.)
+        A committed entry's files are known from its manifest; only a torn one is listed. Files
+        are removed one by one with ``rm_file``: ``rm`` and ``isdir`` ask for each file's info,
+        and on ``memory://`` that copies the whole buffer.
         """
         entry = self._abs(checkpoint_id)
         if manifest is not None:
-            files = [f"{entry}/{manifest.payload_name}", f"{entry}/{MANIFEST_NAME}"]
+            files = [f"{entry}/{MANIFEST_NAME}", f"{entry}/{manifest.payload_name}"]
         else:
             try:
                 files = self.fs.ls(entry, detail=False)
             except FileNotFoundError:
                 return
-        if files:
-            self.fs.rm(files)
-        if self.fs.isdir(entry):
+        for path in files:
             try:
-                self.fs.rmdir(entry)
-            except OSError:  # something else was left in it (a stray temporary file): remove it all
-                self.fs.rm(entry, recursive=True)
+                self.fs.rm_file(path)
+            except FileNotFoundError:
+                pass
+        try:
+            self.fs.rmdir(entry)
+        except FileNotFoundError:
+            pass  # object stores have no folders
+        except OSError:  # something else was left in it (a stray temporary file): remove it all
+            self.fs.rm(entry, recursive=True)
 
     def _verifies(self, checkpoint_id: str) -> bool:
         try:
@@ -531,23 +584,49 @@ class CheckpointStore:
 
 
 class _Sha256:
-    """sha256 of a payload, computed on a thread for large payloads (overlapping the write)."""
+    """sha256 of a payload; from 1 MiB on, computed on a worker thread so that the caller's listing
+    and payload write overlap it (hashlib releases the GIL on buffers this large)."""
 
     THREADED_FROM_BYTES = 1 << 20
 
     def __init__(self, data: bytes) -> None:
         self._hash = hashlib.sha256()
-        self._thread: threading.Thread | None = None
+        self._done: Future[None] | None = None
         if len(data) >= self.THREADED_FROM_BYTES:
-            self._thread = threading.Thread(target=self._hash.update, args=(data,), daemon=True)
-            self._thread.start()
+            self._done = _hash_worker().submit(self._hash.update, data)
         else:
             self._hash.update(data)
 
     def hexdigest(self) -> str:
-        if self._thread is not None:
-            self._thread.join()
+        if self._done is not None:
+            self._done.result()
         return self._hash.hexdigest()
+
+
+_hash_workers: ThreadPoolExecutor | None = None
+_hash_workers_lock = threading.Lock()
+
+
+def _hash_worker() -> ThreadPoolExecutor:
+    """This process's hashing threads, started on first use and kept.
+
+    Submitting to a waiting thread costs tens of microseconds and never blocks the caller; starting a
+    thread per write waits for it to be scheduled, which took up to milliseconds on this loaded
+    2-core machine. A forked child starts its own (its parent's threads do not exist in it).
+    """
+    global _hash_workers
+    with _hash_workers_lock:
+        if _hash_workers is None:
+            _hash_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="predcheck-sha256")
+        return _hash_workers
+
+
+def _forget_hash_workers() -> None:
+    global _hash_workers, _hash_workers_lock
+    _hash_workers, _hash_workers_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_hash_workers)
 
 
 def _validate_checkpoint_id(checkpoint_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 
 import numpy as np
@@ -48,6 +49,11 @@ def files_under(store: CheckpointStore) -> set[str]:
     return {p[len(prefix):] if p.startswith(prefix) else p for p in store.fs.find(store.root)}
 
 
+def entry_names(store: CheckpointStore, stream: str = STREAM) -> list[str]:
+    """The ``ckpt-*`` folders (or prefixes) of ``stream``, as listed by the filesystem."""
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(f"{store.root}/{stream}", detail=False))
+
+
 def ckpt(seq: int, stream: str = STREAM) -> str:
     return f"{stream}/ckpt-{seq:06d}"
 
@@ -79,6 +85,25 @@ def test_numpy_round_trip(store):
     assert files_under(store) == {f"{ckpt(1)}/payload.npy", f"{ckpt(1)}/{MANIFEST_NAME}"}
     assert got.dtype == array.dtype
     np.testing.assert_array_equal(got, array)
+
+
+@pytest.mark.parametrize("array", [
+    np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+    np.arange(20)[::3],  # not contiguous
+    np.array(5.5),  # 0-d
+    np.arange(6, dtype=">i4"),  # big-endian
+    np.array(["2024-01-01", "2025-02-03"], dtype="datetime64[D]"),
+    np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8", (2,))]),
+    np.zeros((0, 3)),
+    np.array(["héllo", "x"]),
+], ids=["fortran", "strided", "0-d", "big-endian", "datetime64", "structured", "empty", "unicode"])
+def test_numpy_layouts_round_trip(store, array):
+    manifest = write(store, array)
+
+    _, got = store.read(manifest.checkpoint_id)
+    assert (got.dtype, got.shape) == (array.dtype, array.shape)
+    np.testing.assert_array_equal(got, array)
+    assert manifest.nbytes == len(store.fs.cat_file(f"{store.root}/{ckpt(1)}/payload.npy"))
 
 
 def test_dataframe_round_trip_as_parquet(store):
@@ -149,9 +174,40 @@ def test_retention_keeps_the_newest_n(store_url):
 
     assert [m.seq for m in store.list(STREAM)] == [4, 5]
     assert files_under(store) == {f"{ckpt(s)}/{name}" for s in (4, 5) for name in ("payload.json", MANIFEST_NAME)}
+    assert entry_names(store) == ["ckpt-000004", "ckpt-000005"]  # the folders went too
     manifest, state = store.latest(STREAM)
     assert (manifest.seq, state) == (5, {"i": 4})
     assert write(store, {"i": 5}).seq == 6
+
+
+def test_retention_does_not_count_torn_or_unreadable_entries(store_url):
+    store = CheckpointStore(store_url, retention=2)
+    for i in range(3):
+        write(store, {"i": i})
+    store.fs.pipe_file(f"{store.root}/{ckpt(3)}/{MANIFEST_NAME}", b'{"truncated')  # unreadable
+    torn = f"{store.root}/{ckpt(4)}"  # a payload whose manifest never landed
+    store.fs.makedirs(torn, exist_ok=True)
+    store.fs.pipe_file(f"{torn}/payload.json", b'{"i": 3}')
+
+    assert write(store, {"i": 5}).seq == 5
+    # the newest good one before the write (2) is kept; 3 and 4 are below the new one and never good
+    assert entry_names(store) == ["ckpt-000002", "ckpt-000005"]
+    assert [(m.seq, store.read(m.checkpoint_id)[1]) for m in store.list(STREAM)] == [(2, {"i": 1}), (5, {"i": 5})]
+
+
+def test_a_write_that_fails_before_its_commit_deletes_nothing(store_url):
+    store = CheckpointStore(store_url, retention=1)
+    write(store, {"i": 1})
+    unwritable = Prediction(failure_probability=0.5, predicted_remaining_s=None,
+                            resource_projection={"cpu_s": {1.5}})  # a set: the manifest cannot be written
+
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        write(store, {"i": 2}, prediction=unwritable)
+    # the payload of 2 landed, its manifest did not: 1 is still the good checkpoint, not retired
+    assert files_under(store) == {f"{ckpt(1)}/payload.json", f"{ckpt(1)}/{MANIFEST_NAME}", f"{ckpt(2)}/payload.json"}
+    assert store.latest(STREAM)[1] == {"i": 1}
+    assert write(store, {"i": 3}).seq == 3
+    assert files_under(store) == {f"{ckpt(3)}/payload.json", f"{ckpt(3)}/{MANIFEST_NAME}"}
 
 
 def test_retention_must_keep_at_least_one():
@@ -367,3 +423,22 @@ def test_constructing_a_store_does_no_io(tmp_path):
     root = tmp_path / "not-yet"
     CheckpointStore(str(root))
     assert not root.exists()
+
+
+def _write_in_child(root: str) -> None:
+    store = CheckpointStore(root, retention=3)
+    write(store, b"c" * (2 << 20))
+
+
+def test_a_forked_child_hashes_large_payloads(tmp_path):
+    store = CheckpointStore(str(tmp_path), retention=3)
+    write(store, b"p" * (2 << 20))  # 2 MiB: hashed on this process's worker thread, which a fork does not copy
+
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(str(tmp_path),))
+    child.start()
+    child.join(timeout=30)
+    finished = child.exitcode is not None
+    if not finished:
+        child.kill()
+    assert finished and child.exitcode == 0
+    assert [store.read(m.checkpoint_id)[1][:1] for m in store.list(STREAM)] == [b"p", b"c"]
