@@ -426,12 +426,6 @@ def live_features(samples: Sequence[Mapping[str, Any]], elapsed_s: float,
     return {name: row[name] for name in LIVE_FEATURES}
 
 
-def live_sequence(samples: Sequence[Mapping[str, Any]], hist: Mapping[str, float]) -> dict[str, float]:
-    """The newest ``SCORED_SAMPLES`` samples, newest first, as ``live{j}_{field}`` (NaN = none)."""
-    row = live_row(samples, 0.0, hist)
-    return {name: row[name] for name in LIVE_SEQUENCE_NAMES}
-
-
 def usual(index: HistoryIndex, attempt: Mapping[str, Any]) -> dict[str, float]:
     """The pipeline's usual work rate and input size (successful attempts of its window)."""
     p, _ = index._windows(attempt)
@@ -445,8 +439,7 @@ def row_from_index(index: HistoryIndex, attempt: Mapping[str, Any], samples: Seq
                    elapsed_s: float, sequences: bool = True) -> dict[str, float]:
     """The model input of ``attempt`` at ``elapsed_s`` seconds after it started."""
     hist, usual_values, sequence = history_parts(index, attempt, sequences)
-    values = live_matrix(SampleBlock.of([samples]), [elapsed_s], np.array([usual_values], dtype=np.float64))
-    return _assemble(hist, dict(zip(LIVE_INPUT_NAMES, values[0].tolist())), attempt, sequence)
+    return _assemble(hist, live_row(samples, elapsed_s, dict(zip(USUAL_NAMES, usual_values))), attempt, sequence)
 
 
 def history_parts(index: HistoryIndex, attempt: Mapping[str, Any], sequences: bool = True

@@ -217,22 +217,17 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     return report
 
 
-def history_features(store: Any, scored: list[tuple[Any, str, float]],
-                     histories: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, float]]:
-    """History, group, calendar and sequence features of each (run, step, start), cached per attempt.
+def _history_entries(store: Any, scored: list[tuple[Any, str, float]],
+                     histories: dict[tuple[str, str], list[dict[str, Any]]]
+                     ) -> list[tuple[dict[str, float], np.ndarray]]:
+    """Per (run, step, start): its history, group, calendar and sequence features, as a row and as
+    an array of its ``HISTORY_INPUT_NAMES`` then ``USUAL_NAMES`` (what the live features compare
+    with); cached per attempt.
 
     The same ``HistoryIndex`` the trainer sweeps, built from the store's windows: the step's last
     attempts, its job's last attempts and those of the last hour, every failure of the last hour,
     and the attempts in flight now.
     """
-    return [row for row, _ in _history_entries(store, scored, histories)]
-
-
-def _history_entries(store: Any, scored: list[tuple[Any, str, float]],
-                     histories: dict[tuple[str, str], list[dict[str, Any]]]
-                     ) -> list[tuple[dict[str, float], np.ndarray]]:
-    """Per (run, step, start): its history row and, as an array, its ``HISTORY_INPUT_NAMES`` then
-    ``USUAL_NAMES`` (what the live features compare with)."""
     missing = [(run, key, start) for run, key, start in scored if (run.run_id, key, start) not in _HISTORY_CACHE]
     if missing:
         earliest = min(start for _, _, start in missing) - features.RECENT_S
