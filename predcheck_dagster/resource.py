@@ -157,7 +157,8 @@ class PredcheckResource(ConfigurableResource):
     resume_deadline_s: float = Field(default=24 * 3600.0, description="No automatic resume once this many "
                                      "seconds have passed since the root run started (the time limit).")
     resume_celery_queue: str | None = Field(default=None, description="Celery queue for resumes that "
-                                            "ran out of memory (tag dagster-celery/queue).")
+                                            "ran out of memory (run tag dagster-celery/queue, which "
+                                            "dagster-celery's CeleryRunLauncher routes by).")
     code_version: str | None = Field(default=None, description="Code version recorded in manifests; a "
                                      "checkpoint of another code version is refused on resume.")
     compact_older_than_s: float | None = Field(

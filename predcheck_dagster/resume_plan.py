@@ -113,15 +113,21 @@ def executor_tags(plan: ResumePlan, celery_queue: str | None = None) -> dict[str
     """Run tags through which executors apply a plan's resource adjustments.
 
     - ``dagster/priority``: the queued run coordinator launches higher priorities first.
-    - ``dagster-k8s/config``: the k8s run launcher / executor requests the memory the plan asks
-      for (the largest over the plan's steps), in the container's resource requests.
+    - ``dagster-celery/run_priority``: the same priority for dagster-celery; its ``celery_executor``
+      adds it to each step task's priority (a RabbitMQ queue honours message priorities only if it
+      was declared with ``x-max-priority``, as dagster-celery's default ``dagster`` queue is).
+    - ``dagster-k8s/config``: the k8s run launcher requests the memory the plan asks for (the
+      largest over the plan's steps) for the run's pod. The ``k8s_job_executor`` reads step pods'
+      config from op tags, not from this run tag.
     - ``dagster-celery/queue``: a memory-bound resume goes to ``celery_queue`` (e.g. workers on
-      big nodes) when one is named.
+      big nodes) when one is named. dagster-celery's ``CeleryRunLauncher`` routes the run by this
+      tag; the ``celery_executor`` routes steps by op tags and ``task_default_queue`` only.
     """
     tags: dict[str, str] = {}
     priority = max((s.adjustments.priority for s in plan.steps), default=0)
     if priority:
         tags["dagster/priority"] = str(priority)
+        tags["dagster-celery/run_priority"] = str(priority)
     memory = max((s.adjustments.memory_request_bytes or 0 for s in plan.steps), default=0)
     if memory:
         mib = math.ceil(memory / (1024 * 1024))

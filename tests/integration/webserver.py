@@ -31,14 +31,15 @@ def graphql(url: str, query: str, variables: dict | None = None, timeout_s: floa
 
 
 @contextmanager
-def running_webserver(dagster_home: Path, log_path: Path, timeout_s: float = 90) -> Iterator[str]:
+def running_webserver(dagster_home: Path, log_path: Path, timeout_s: float = 90,
+                      workspace: Path = ROOT / "workspace.yaml", env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(bin_dir / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
-             "-p", str(port)], cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+            [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1",
+             "-p", str(port)], cwd=ROOT, env={**os.environ, **(env or {}), "DAGSTER_HOME": str(dagster_home)},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + timeout_s

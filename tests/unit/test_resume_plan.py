@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predcheck_dagster.checkpoint_store import Prediction
-from predcheck_dagster.resume_plan import Adjustments, ResumePlan, StepResumePlan, plan_adjustments
+from predcheck_dagster.resume_plan import Adjustments, ResumePlan, StepResumePlan, executor_tags, plan_adjustments
 
 GB = 1024 ** 3
 
@@ -86,3 +86,21 @@ def test_other_errors_change_nothing_but_priority():
 ])
 def test_scale_batch(factor, batch, minimum, expected):
     assert Adjustments(batch_size_factor=factor).scale_batch(batch, minimum=minimum) == expected
+
+
+def _plan(*adjustments: Adjustments) -> ResumePlan:
+    return ResumePlan(parent_run_id="p", steps=tuple(
+        StepResumePlan(step_key=f"s{i}", checkpoint_id=f"c{i}", adjustments=a) for i, a in enumerate(adjustments)))
+
+
+def test_executor_tags_carry_priority_to_the_run_coordinator_and_to_celery():
+    assert executor_tags(_plan(Adjustments(priority=1), Adjustments())) == {
+        "dagster/priority": "1", "dagster-celery/run_priority": "1"}
+    assert executor_tags(_plan(Adjustments()), celery_queue="big-nodes") == {}
+
+
+def test_executor_tags_carry_the_largest_memory_request_and_the_celery_queue():
+    plan = _plan(Adjustments(memory_request_bytes=GB), Adjustments(memory_request_bytes=3 * GB + 1))
+    assert executor_tags(plan) == {
+        "dagster-k8s/config": '{"container_config": {"resources": {"requests": {"memory": "3073Mi"}}}}'}
+    assert executor_tags(plan, celery_queue="big-nodes")["dagster-celery/queue"] == "big-nodes"
