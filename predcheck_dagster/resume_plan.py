@@ -92,14 +92,16 @@ class ResumePlan:
 
 
 def plan_adjustments(error_class: str | None, peak_rss_bytes: int | None,
-                     prediction: Prediction | None) -> Adjustments:
-    """Adjustments for a step that failed with ``error_class`` at ``peak_rss_bytes``.
+                     prediction: Prediction | None, crashed: bool = False) -> Adjustments:
+    """Adjustments for a step that failed with ``error_class`` at ``peak_rss_bytes``; ``crashed``:
+    it died without its hooks (SIGKILL, the OOM killer), whatever class Dagster gave the failure
+    (``ChildProcessCrashException`` under the multiprocess executor, ``RunEnded`` under celery).
 
     Out of memory (a MemoryError, or a crash near the projected peak): halve the batch and ask for
     1.5× the peak. A step the forecaster flagged as very likely to fail gets priority 1.
     """
     memory_bound = error_class in MEMORY_ERRORS
-    if prediction and error_class == "crashed":
+    if prediction and crashed:
         projected = (prediction.resource_projection or {}).get("peak_rss_bytes")
         memory_bound = bool(projected and peak_rss_bytes and peak_rss_bytes >= 0.9 * projected)
     return Adjustments(

@@ -195,7 +195,8 @@ def build_plan(instance: DagsterInstance, store: MetricsStore, checkpoints: Chec
         steps.append(StepResumePlan(
             step_key=step_key, checkpoint_id=latest.checkpoint_id, prediction=prediction,
             error_class=attempt.get("error_class"),
-            adjustments=plan_adjustments(attempt.get("error_class"), attempt.get("peak_rss_bytes"), prediction)))
+            adjustments=plan_adjustments(attempt.get("error_class"), attempt.get("peak_rss_bytes"), prediction,
+                                         crashed=attempt.get("outcome") == "crashed")))
     return ResumePlan(parent_run_id=run.run_id, steps=tuple(steps)) if steps else None
 
 

@@ -66,11 +66,17 @@ def test_memory_error_without_a_measured_peak_still_halves_the_batch():
 
 
 def test_a_crash_near_the_projected_peak_counts_as_out_of_memory():
-    near = plan_adjustments("crashed", peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION)
-    assert near.batch_size_factor == 0.5
-    assert near.memory_request_bytes == int(int(2.8 * GB) * 1.5)
-    far = plan_adjustments("crashed", peak_rss_bytes=1 * GB, prediction=PREDICTION)
-    assert far.batch_size_factor == 1.0 and far.memory_request_bytes is None
+    """A step the OOM killer took: Dagster names the failure after the executor, not the memory
+    (the multiprocess executor's ChildProcessCrashException, celery's RunEnded)."""
+    for error_class in ("ChildProcessCrashException", "RunEnded"):
+        near = plan_adjustments(error_class, peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION, crashed=True)
+        assert near.batch_size_factor == 0.5
+        assert near.memory_request_bytes == int(int(2.8 * GB) * 1.5)
+        far = plan_adjustments(error_class, peak_rss_bytes=1 * GB, prediction=PREDICTION, crashed=True)
+        assert far.batch_size_factor == 1.0 and far.memory_request_bytes is None
+        # the same class from a step that failed in Python, near the peak: not a memory kill
+        raised = plan_adjustments(error_class, peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION)
+        assert raised.batch_size_factor == 1.0
 
 
 def test_other_errors_change_nothing_but_priority():
