@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo demo-headless test lint install clean
+.PHONY: demo demo-headless test lint install browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,16 @@ demo: $(STAMP)
 demo-headless: $(STAMP)
 	$(BIN)/predcheck demo --headless --home $(DAGSTER_HOME)
 
-## The whole test suite (unit, integration on SQLite and PostgreSQL, end to end).
-test: $(STAMP)
+## The whole test suite (unit, integration on SQLite and PostgreSQL, end to end in dagster dev + Chromium).
+test: $(STAMP) browser
 	$(BIN)/pytest
+
+## Debian's Chromium for the end-to-end UI test (Playwright drives it; it never downloads a browser).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "$(CHROMIUM) is missing: run 'sudo apt-get install -y chromium' (needed by tests/e2e)" >&2; exit 1; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check predcheck_dagster assets sensors io_managers mlflow_models tests benchmarks definitions.py

@@ -102,7 +102,19 @@ def _serve_uis(home: str, workspace: str, port: int, mlflow_port: int) -> None:
             child.wait(timeout=max(0.1, deadline - time.time()))
 
 
-@main.command(help="Train the forecaster on the metrics store and register it in MLflow.")
+class _StderrLog:
+    """The logger interface training reports to (per family, per epoch or boosting round), on stderr:
+    long work shows its progress, and stdout keeps only the JSON decision."""
+
+    @staticmethod
+    def info(message: str) -> None:
+        click.echo(message, err=True)
+
+    warning = info
+
+
+@main.command(help="Train the forecaster on the metrics store and register it in MLflow; progress on stderr, "
+              "the decision as JSON on stdout.")
 @click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL. Default: the DAGSTER_HOME "
               "instance's PostgreSQL when its storage is dagster-postgres, else the embedded SQLite.")
 @click.option("--tracking-uri", envvar="PREDCHECK_TRACKING_URI", help="MLflow tracking URI (default: embedded).")
@@ -116,7 +128,7 @@ def train(store_url: str | None, tracking_uri: str | None, model_code: str) -> N
     try:
         result = train_and_register(_store_for_cli(store_url),
                                     tracking_uri or default_tracking_uri(), default_artifact_root(),
-                                    DEFAULT_MODEL_NAME, os.path.abspath(model_code))
+                                    DEFAULT_MODEL_NAME, os.path.abspath(model_code), log=_StderrLog())
     except PredcheckError as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps({"model_version": result.model_version, "promoted": result.promoted,
@@ -205,7 +217,11 @@ def _checkpoint_store(root: str | None):
 @click.option("--root", envvar="PREDCHECK_CHECKPOINT_ROOT", help="Checkpoint root URL (default: embedded).")
 def checkpoints_list(root: str | None) -> None:
     store = _checkpoint_store(root)
-    for stream in store.streams():
+    streams = store.streams()
+    if not streams:
+        click.echo(f"no checkpoints under {store.root_url!r} (steps write them with ck.checkpoint or "
+                   "ck.maybe_checkpoint; pass --root for another root)", err=True)
+    for stream in streams:
         for m in store.list(stream):
             p = m.prediction
             click.echo(f"{m.checkpoint_id}  {m.kind:<10} {m.nbytes:>9} B  {m.serializer:<7} "
@@ -341,3 +357,37 @@ def store_compact(older_than: float, keep_every: float, batch_steps: int, store_
         except PredcheckError as e:
             raise click.ClickException(str(e)) from e
     click.echo(report.message())
+
+
+@main.command(help="The in-flight steps of the instance at DAGSTER_HOME, with the forecast sensor's latest "
+              "verdict: failure probability, risk, predicted remaining time, last checkpoint. Read only.")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help=_STORE_URL_HELP)
+@click.option("--risk-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Failure probability from which a step is shown as high risk (use your resource's "
+              "risk_threshold).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line and step instead of the table.")
+def status(store_url: str | None, risk_threshold: float, as_json: bool) -> None:
+    from dagster import DagsterInstance
+
+    from predcheck_dagster.status import in_flight_status, render_table
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise click.UsageError("DAGSTER_HOME is not set: point it at the instance to look at (the one "
+                               "`dagster dev` or your deployment uses).")
+    if not os.path.isdir(home):
+        raise click.UsageError(f"DAGSTER_HOME {home!r} is not a directory: point it at an existing Dagster instance.")
+    try:
+        metrics = _store_for_cli(store_url)
+        metrics.schema_version()  # a wrong --store-url is an error, not an empty table
+        with DagsterInstance.get() as instance:
+            rows = in_flight_status(instance, metrics)
+    except PredcheckError as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.to_dict(risk_threshold)))
+    elif not rows:
+        click.echo(f"no step in flight in the instance at {home}")
+    else:
+        click.echo(render_table(rows, risk_threshold))
