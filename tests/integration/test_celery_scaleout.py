@@ -44,7 +44,7 @@ from predcheck_dagster.demo.pipelines import crunch_unit
 from predcheck_dagster.forecaster import train_and_register
 
 from ..conftest import PG_ADMIN_URL, _create_database, _drop_database
-from .webserver import graphql, running_webserver, wait_for_run
+from .webserver import LAUNCH, graphql, running_webserver, wait_for_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -55,16 +55,6 @@ STEP = "preemptible_crunch"
 SEED, UNITS, UNIT_S = 5, 160, 0.05
 MB = 1024 * 1024
 WORKER_NAMES = ("node-a", "node-b")
-
-LAUNCH = """
-mutation Launch($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
 
 T = TypeVar("T")
 

@@ -13,19 +13,9 @@ import predcheck_dagster as pc
 from predcheck_dagster.errors import RelaunchError
 from predcheck_dagster.resume_service import GraphQLLauncher, ResumeRequest, resume_tick
 
-from .webserver import graphql, running_webserver, wait_for_run
+from .webserver import LAUNCH, graphql, running_webserver, wait_for_run
 
 pytestmark = pytest.mark.slow
-
-LAUNCH = """
-mutation Launch($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
 
 
 def test_resume_sensor_reexecutes_through_graphql_exactly_once(dagster_home: Path, tmp_path: Path) -> None:

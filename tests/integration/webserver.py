@@ -17,6 +17,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# launchRun through GraphQL, as the UI's Launchpad does; the answer names the run or the error
+LAUNCH = """
+mutation Launch($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,6 +62,35 @@ def running_webserver(dagster_home: Path, log_path: Path, timeout_s: float = 90,
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"dagster-webserver did not start; see {log_path}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
+@contextmanager
+def running_mlflow_server(directory: Path, timeout_s: float = 120) -> Iterator[str]:
+    """A real ``mlflow server`` on a free port: SQLite backend and served artifacts (clients upload
+    and download them over HTTP, ``mlflow-artifacts:/``) under ``directory``; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = directory / "mlflow-server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{directory}/mlflow.db",
+             "--artifacts-destination", str(directory / "artifacts")],
+            cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"mlflow server did not start; see {log_path}:\n"
+                                       f"{log_path.read_text()[-3000:]}") from None
                 time.sleep(0.5)
         yield url
     finally:
