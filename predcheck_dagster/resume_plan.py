@@ -17,6 +17,9 @@ from predcheck_dagster.checkpoint_store import Prediction
 
 MEMORY_ERRORS = frozenset({"MemoryError", "OutOfMemoryError"})
 MEMORY_HEADROOM = 1.5
+# A step killed without its hooks (SIGKILL: the OOM killer, or a preempted node, which look the same
+# to Dagster) counts as out of memory when it died holding this many times its usual peak RSS.
+CRASH_OOM_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -92,18 +95,21 @@ class ResumePlan:
 
 
 def plan_adjustments(error_class: str | None, peak_rss_bytes: int | None,
-                     prediction: Prediction | None, crashed: bool = False) -> Adjustments:
-    """Adjustments for a step that failed with ``error_class`` at ``peak_rss_bytes``; ``crashed``:
-    it died without its hooks (SIGKILL, the OOM killer), whatever class Dagster gave the failure
-    (``ChildProcessCrashException`` under the multiprocess executor, ``RunEnded`` under celery).
+                     prediction: Prediction | None, crashed: bool = False,
+                     usual_peak_rss_bytes: float | None = None) -> Adjustments:
+    """Adjustments for a step that failed with ``error_class`` at ``peak_rss_bytes``.
 
-    Out of memory (a MemoryError, or a crash near the projected peak): halve the batch and ask for
+    ``crashed``: it died without its hooks, whatever class Dagster gave the failure
+    (``ChildProcessCrashException`` under the multiprocess executor, ``RunEnded`` under celery).
+    ``usual_peak_rss_bytes``: the median peak RSS of the step's successful attempts.
+
+    Out of memory (a MemoryError, or a crash at ``CRASH_OOM_FACTOR`` × the usual peak or more; a
+    crash at the usual footprint is a preemption, and changes nothing): halve the batch and ask for
     1.5× the peak. A step the forecaster flagged as very likely to fail gets priority 1.
     """
-    memory_bound = error_class in MEMORY_ERRORS
-    if prediction and crashed:
-        projected = (prediction.resource_projection or {}).get("peak_rss_bytes")
-        memory_bound = bool(projected and peak_rss_bytes and peak_rss_bytes >= 0.9 * projected)
+    killed_swollen = bool(crashed and peak_rss_bytes and usual_peak_rss_bytes
+                          and peak_rss_bytes >= CRASH_OOM_FACTOR * usual_peak_rss_bytes)
+    memory_bound = error_class in MEMORY_ERRORS or killed_swollen
     return Adjustments(
         batch_size_factor=0.5 if memory_bound else 1.0,
         memory_request_bytes=int(peak_rss_bytes * MEMORY_HEADROOM) if memory_bound and peak_rss_bytes else None,

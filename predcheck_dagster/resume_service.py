@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.execution.stats import StepEventStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
+from predcheck_dagster import features
 from predcheck_dagster.checkpoint_store import CheckpointStore, Prediction
 from predcheck_dagster.errors import RelaunchError, WebserverUnreachableError
 from predcheck_dagster.metrics_store import MetricsStore
@@ -184,6 +186,7 @@ def build_plan(instance: DagsterInstance, store: MetricsStore, checkpoints: Chec
         predictions[row["step_key"]] = Prediction(
             failure_probability=row["failure_probability"], predicted_remaining_s=row["predicted_remaining_s"],
             model_uri=row["model_uri"], model_version=row["model_version"])
+    histories = store.step_histories([(run.job_name, key) for key in failed], features.PIPELINE_WINDOW)
     steps = []
     for step_key in failed:
         manifests = checkpoints.list(checkpoints.step_stream(run.job_name, root, step_key))
@@ -195,9 +198,17 @@ def build_plan(instance: DagsterInstance, store: MetricsStore, checkpoints: Chec
         steps.append(StepResumePlan(
             step_key=step_key, checkpoint_id=latest.checkpoint_id, prediction=prediction,
             error_class=attempt.get("error_class"),
-            adjustments=plan_adjustments(attempt.get("error_class"), attempt.get("peak_rss_bytes"), prediction,
-                                         crashed=attempt.get("outcome") == "crashed")))
+            adjustments=plan_adjustments(
+                attempt.get("error_class"), attempt.get("peak_rss_bytes"), prediction,
+                crashed=attempt.get("outcome") == "crashed",
+                usual_peak_rss_bytes=_usual_peak_rss(histories.get((run.job_name, step_key), [])))))
     return ResumePlan(parent_run_id=run.run_id, steps=tuple(steps)) if steps else None
+
+
+def _usual_peak_rss(history: list[dict[str, Any]]) -> float | None:
+    """The median peak RSS of a step's successful attempts, None without one."""
+    peaks = [h["peak_rss_bytes"] for h in history if h["outcome"] == "success" and h.get("peak_rss_bytes")]
+    return statistics.median(peaks) if peaks else None
 
 
 def plan_for_retry(instance: DagsterInstance, predcheck: PredcheckResource, run: DagsterRun) -> ResumePlan | None:

@@ -84,6 +84,10 @@ def test_sigkilled_step_resumes_from_its_last_checkpoint(backend, location) -> N
         assert resumed.parent_run_id == killed.run_id and resumed.root_run_id == killed.run_id
         assert resumed.tags["predcheck/resumed_from"] == written[-1]["checkpoint_id"]
         assert resumed.tags["predcheck/resume_count"] == "1"
+        # killed at its usual footprint (the reference run's peak): a preemption, not out of memory
+        [plan] = resumed.run_config["resources"]["predcheck"]["config"]["resume"]["steps"]
+        assert plan["error_class"] == "ChildProcessCrashException"
+        assert plan["batch_size_factor"] == 1.0 and plan["memory_request_bytes"] is None
 
         metadata = _output_metadata(instance, resumed.run_id, "preemptible_crunch")
         restored_at = metadata["restored_at_unit"]

@@ -65,17 +65,23 @@ def test_memory_error_without_a_measured_peak_still_halves_the_batch():
     assert plan_adjustments("MemoryError", None, None) == Adjustments(batch_size_factor=0.5)
 
 
-def test_a_crash_near_the_projected_peak_counts_as_out_of_memory():
+def test_a_crash_well_above_the_usual_peak_counts_as_out_of_memory():
     """A step the OOM killer took: Dagster names the failure after the executor, not the memory
-    (the multiprocess executor's ChildProcessCrashException, celery's RunEnded)."""
+    (the multiprocess executor's ChildProcessCrashException, celery's RunEnded), and a preempted
+    node's SIGKILL looks the same. The footprint tells them apart."""
     for error_class in ("ChildProcessCrashException", "RunEnded"):
-        near = plan_adjustments(error_class, peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION, crashed=True)
-        assert near.batch_size_factor == 0.5
-        assert near.memory_request_bytes == int(int(2.8 * GB) * 1.5)
-        far = plan_adjustments(error_class, peak_rss_bytes=1 * GB, prediction=PREDICTION, crashed=True)
-        assert far.batch_size_factor == 1.0 and far.memory_request_bytes is None
-        # the same class from a step that failed in Python, near the peak: not a memory kill
-        raised = plan_adjustments(error_class, peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION)
+        oom = plan_adjustments(error_class, peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION, crashed=True,
+                               usual_peak_rss_bytes=1 * GB)
+        assert oom.batch_size_factor == 0.5
+        assert oom.memory_request_bytes == int(int(2.8 * GB) * 1.5)
+        preempted = plan_adjustments(error_class, peak_rss_bytes=int(1.1 * GB), prediction=PREDICTION, crashed=True,
+                                     usual_peak_rss_bytes=1 * GB)
+        assert preempted.batch_size_factor == 1.0 and preempted.memory_request_bytes is None
+        # no successful attempt to compare with: nothing to go on
+        assert plan_adjustments(error_class, int(2.8 * GB), PREDICTION, crashed=True).batch_size_factor == 1.0
+        # the same class and footprint from a step that failed in Python: not a kill
+        raised = plan_adjustments(error_class, peak_rss_bytes=int(2.8 * GB), prediction=PREDICTION,
+                                  usual_peak_rss_bytes=1 * GB)
         assert raised.batch_size_factor == 1.0
 
 
