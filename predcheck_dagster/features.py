@@ -51,9 +51,9 @@ LIVE_WINDOW = 6
 # so the sample count is capped at that many, in training as at scoring time.
 SCORED_SAMPLES = 12
 LIVE_SEQ_FIELDS = ("elapsed_frac", "rss_ratio", "cpu_util")
-# The sample fields the live features read: the sensor fetches only these (and what it shows) per step.
+# The numeric sample fields the live features read (and the stage): the sensor fetches only these,
+# and what it shows, per step.
 SAMPLE_BLOCK_FIELDS = ("elapsed_s", "cpu_s", "rss_bytes", "work_units", "input_bytes")
-LIVE_SAMPLE_FIELDS = (*SAMPLE_BLOCK_FIELDS, "stage")
 
 HISTORY_FEATURES: tuple[str, ...] = (
     # the pipeline's own history
@@ -355,9 +355,10 @@ def live_matrix(block: SampleBlock, elapsed_s: Sequence[float] | np.ndarray, usu
     rows = np.arange(n)
     newest = width - 1
     # the newest LIVE_WINDOW samples: rates and slopes between the oldest and the newest of them
-    first = np.minimum(width - np.minimum(counts, LIVE_WINDOW), newest)
+    window_start = width - np.minimum(counts, LIVE_WINDOW)
+    first = np.minimum(window_start, newest)
     columns = np.arange(width)
-    in_window = columns[None, :] >= (width - np.minimum(counts, LIVE_WINDOW))[:, None]
+    in_window = columns[None, :] >= window_start[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         rss_now = np.where(rss[:, newest] > 0, rss[:, newest], np.nan)
         dt = el[rows, newest] - el[rows, first]
