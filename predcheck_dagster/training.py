@@ -51,6 +51,27 @@ def _metrics_table(candidates: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _holdout_plots(labels: Any, candidates: Sequence[Any]) -> str | None:
+    """The candidates' PR curves and calibration on the holdout period, as markdown with the PNGs
+    inline (the Dagster UI shows them in the materialization's metadata); None with one class."""
+    import base64
+    import os
+    import tempfile
+
+    from predcheck_dagster.plots import plot_calibration, plot_pr_curves
+
+    if not candidates or not 0 < labels.sum() < len(labels):
+        return None
+    scores = {c.family: c.holdout_probabilities for c in candidates}
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for plot in (plot_pr_curves, plot_calibration):
+            path = plot(labels, scores, os.path.join(tmp, f"{plot.__name__}.png"), "candidates on the holdout period")
+            with open(path, "rb") as f:
+                parts.append(f"![{plot.__name__}](data:image/png;base64,{base64.b64encode(f.read()).decode()})")
+    return "\n\n".join(parts)
+
+
 def build_forecaster_assets(model_code_path: str, model_name: str = DEFAULT_MODEL_NAME,
                             group_name: str = "predcheck",
                             families: Sequence[str] = ("xgboost", "lstm")) -> list[Any]:
@@ -90,8 +111,10 @@ def build_forecaster_assets(model_code_path: str, model_name: str = DEFAULT_MODE
                                       model_code_path, families, log=context.log)
         summary = [{"family": c.family, "run_id": c.run_id, "model_uri": c.model_uri,
                     **{f"holdout_{k}": v for k, v in c.metrics.items()}} for c in candidates]
+        plots = _holdout_plots(tset.holdout_failed, candidates)
         return Output({"candidates": candidates, "training_set": tset}, metadata={
             "candidates": MetadataValue.md(_metrics_table(summary)),
+            **({"holdout_plots": MetadataValue.md(plots)} if plots else {}),
             "train_rows": len(tset.data.frame), "holdout_rows": len(tset.holdout_frame),
             **{f"{c.family}_mlflow_run_id": c.run_id for c in candidates}})
 

@@ -42,6 +42,8 @@ def test_training_assets_register_a_champion_with_the_decision_as_metadata(dagst
         candidates = instance.get_latest_materialization_event(
             AssetKey("forecaster_candidates")).asset_materialization
         assert "| xgboost |" in candidates.metadata["candidates"].value
+        plots = candidates.metadata["holdout_plots"].value  # shown in the UI with the materialization
+        assert plots.count("](data:image/png;base64,") == 2
 
     from mlflow.tracking import MlflowClient
 
