@@ -84,9 +84,14 @@ def stop_group(proc: subprocess.Popen, dagster_home: Path, timeout_s: float = 30
         proc.wait()
     with _suppress_lookup():
         os.killpg(proc.pid, signal.SIGKILL)  # a child that outlived the dagster dev process itself
-    for p in processes_of(dagster_home):
-        with _suppress_lookup():
-            p.kill()
+    # SIGKILL is delivered at once, but a process takes a moment to go (longer on a loaded machine),
+    # and one forked just before the group's kill is outside it: kill by PID until none is left
+    deadline = time.monotonic() + timeout_s
+    while (left := processes_of(dagster_home)) and time.monotonic() < deadline:
+        for p in left:
+            with _suppress_lookup():
+                p.kill()
+        time.sleep(0.1)
 
 
 @contextmanager

@@ -27,10 +27,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
@@ -44,7 +44,7 @@ from predcheck_dagster.demo.pipelines import crunch_unit
 from predcheck_dagster.forecaster import train_and_register
 
 from ..conftest import PG_ADMIN_URL, _create_database, _drop_database
-from .webserver import LAUNCH, graphql, running_webserver, wait_for_run
+from .webserver import LAUNCH, graphql, running_webserver, wait_for_run, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -55,20 +55,6 @@ STEP = "preemptible_crunch"
 SEED, UNITS, UNIT_S = 5, 160, 0.05
 MB = 1024 * 1024
 WORKER_NAMES = ("node-a", "node-b")
-
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, logs: list[Path] = ()) -> T:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
-
 
 def require_broker(url: str) -> None:
     from kombu import Connection

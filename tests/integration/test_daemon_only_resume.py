@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,11 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 import predcheck_dagster as pc
 from predcheck_dagster.resume_service import resume_tick
 
-from .webserver import stop_process_group
+from .webserver import stop_process_group, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_run_retries_daemon_resumes_with_a_plan_rebuilt_from_the_store(dagster_home: Path, tmp_path: Path) -> None:
@@ -56,7 +45,7 @@ def test_run_retries_daemon_resumes_with_a_plan_rebuilt_from_the_store(dagster_h
                        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=120)
         assert launch.returncode == 0, launch.stderr[-2000:]
         with DagsterInstance.get() as instance:
-            parent = _wait(lambda: next((r for r in instance.get_runs() if r.is_finished), None), 120, "the run")
+            parent = wait_until(lambda: next((r for r in instance.get_runs() if r.is_finished), None), 120, "the run")
             assert parent.status == DagsterRunStatus.FAILURE
 
             # our resume sensor leaves it to the daemon, and says so
@@ -64,9 +53,9 @@ def test_run_retries_daemon_resumes_with_a_plan_rebuilt_from_the_store(dagster_h
             assert not report.launched
             assert "left to Dagster's run-retries daemon" in report.message()
 
-            child = _wait(lambda: next((r for r in instance.get_runs() if r.parent_run_id == parent.run_id), None),
+            child = wait_until(lambda: next((r for r in instance.get_runs() if r.parent_run_id == parent.run_id), None),
                           120, "the daemon's retry")
-            child = _wait(lambda: (c := instance.get_run_by_id(child.run_id)).is_finished and c, 120, "the retry")
+            child = wait_until(lambda: (c := instance.get_run_by_id(child.run_id)).is_finished and c, 120, "the retry")
             assert child.status == DagsterRunStatus.SUCCESS
             assert "resume" not in child.run_config["resources"]["predcheck"]["config"]  # no plan in run config
             logs = "\n".join(e.user_message for e in instance.all_logs(child.run_id))

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,3 +117,19 @@ def wait_for_run(instance, run_id: str, timeout_s: float = 300.0):
             return run
         time.sleep(0.5)
     raise TimeoutError(f"run {run_id!r} did not finish within {timeout_s:.0f} s")
+
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, logs: Sequence[Path] = ()) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned); on timeout fail with the
+    tails of ``logs``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
