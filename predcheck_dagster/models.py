@@ -1,7 +1,8 @@
 """The two forecaster families behind one interface: XGBoost and an LSTM (torch).
 
 Both read the same model input (``features.MODEL_INPUT_NAMES`` plus any static ``x_*`` columns,
-a pandas DataFrame with NaN for unknown) and return the same columns:
+NaN for unknown: a pandas DataFrame to ``predict``, or a matrix and its column names to
+``predict_matrix``, the sensor's way) and return the same columns:
 
     ``<target>_probability`` for each binary target trained (``failure``, ``overrun``), calibrated
     on the newest part of the training period (isotonic regression, Platt scaling on small sets);
