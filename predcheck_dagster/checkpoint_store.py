@@ -515,13 +515,8 @@ class CheckpointStore:
 
     def list(self, stream: str) -> list[Manifest]:
         """Good (committed, readable manifest) checkpoints of ``stream``, oldest first."""
-        manifests = []
-        for seq in self._entries(stream):
-            try:
-                manifests.append(self.read_manifest(f"{stream}/{CKPT_PREFIX}{seq:06d}"))
-            except (CheckpointNotFoundError, CheckpointCorruptError):
-                continue
-        return manifests
+        manifests = (self._manifest_or_none(f"{stream}/{CKPT_PREFIX}{seq:06d}") for seq in self._entries(stream))
+        return [m for m in manifests if m is not None]
 
     def latest(self, stream: str) -> tuple[Manifest, Any] | None:
         """Newest checkpoint of ``stream`` that verifies; falls back past corrupt ones.

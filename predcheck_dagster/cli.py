@@ -102,6 +102,10 @@ def _serve_uis(home: str, workspace: str, port: int, mlflow_port: int) -> None:
             child.wait(timeout=max(0.1, deadline - time.time()))
 
 
+_STORE_URL_HELP = ("Metrics store URL. Default: the DAGSTER_HOME instance's PostgreSQL when its storage is "
+                   "dagster-postgres, else the embedded SQLite.")
+
+
 class _StderrLog:
     """The logger interface training reports to (per family, per epoch or boosting round), on stderr:
     long work shows its progress, and stdout keeps only the JSON decision."""
@@ -115,8 +119,7 @@ class _StderrLog:
 
 @main.command(help="Train the forecaster on the metrics store and register it in MLflow; progress on stderr, "
               "the decision as JSON on stdout.")
-@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL. Default: the DAGSTER_HOME "
-              "instance's PostgreSQL when its storage is dagster-postgres, else the embedded SQLite.")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help=_STORE_URL_HELP)
 @click.option("--tracking-uri", envvar="PREDCHECK_TRACKING_URI", help="MLflow tracking URI (default: embedded).")
 @click.option("--model-code", default="mlflow_models/forecaster.py", show_default=True,
               type=click.Path(exists=True, dir_okay=False), help="Models-from-code file of the pyfunc.")
@@ -137,8 +140,7 @@ def train(store_url: str | None, tracking_uri: str | None, model_code: str) -> N
 
 @main.command("import-history", help="Backfill the metrics store from the Dagster instance's event log "
               "(step starts, successes, failures, retries), so a forecaster can train on day one.")
-@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help="Metrics store URL. Default: the DAGSTER_HOME "
-              "instance's PostgreSQL when its storage is dagster-postgres, else the embedded SQLite.")
+@click.option("--store-url", envvar="PREDCHECK_STORE_URL", help=_STORE_URL_HELP)
 @click.option("--since", type=click.DateTime(), help="Only runs created after this time (UTC).")
 def import_history_command(store_url: str | None, since) -> None:
     from dagster import DagsterInstance, RunsFilter
@@ -148,8 +150,8 @@ def import_history_command(store_url: str | None, since) -> None:
     if not os.environ.get("DAGSTER_HOME"):
         raise click.UsageError("DAGSTER_HOME is not set: point it at the instance whose history to import.")
     since = since.replace(tzinfo=UTC) if since else None
-    store = _store_for_cli(store_url)
     with DagsterInstance.get() as instance:
+        store = _store_for_cli(store_url, instance=instance)
         total = instance.get_runs_count(RunsFilter(statuses=FINISHED, created_after=since))
         try:
             with click.progressbar(length=total, label="importing runs", file=sys.stderr) as bar:
@@ -273,28 +275,27 @@ class Duration(click.ParamType):
         return seconds
 
 
-def _store_for_cli(store_url: str | None, spool_dir: str | None = None):
-    """``--store-url``; else the DAGSTER_HOME instance's dagster-postgres database; else the embedded SQLite."""
+def _store_for_cli(store_url: str | None, spool_dir: str | None = None, instance=None):  # noqa: ANN001
+    """``--store-url``; else the Dagster instance's dagster-postgres database (``instance``, or the one
+    at DAGSTER_HOME); else the embedded SQLite."""
     from predcheck_dagster.metrics_store import MetricsStore
     from predcheck_dagster.resource import default_spool_dir, default_store_url, instance_store_url
 
     url = store_url
-    if url is None and os.environ.get("DAGSTER_HOME") and os.path.exists(
+    if url is None and instance is not None:
+        url = instance_store_url(instance)
+    elif url is None and os.environ.get("DAGSTER_HOME") and os.path.exists(
             os.path.join(os.environ["DAGSTER_HOME"], "dagster.yaml")):
         from dagster import DagsterInstance
 
-        with DagsterInstance.get() as instance:
-            url = instance_store_url(instance)
+        with DagsterInstance.get() as home_instance:
+            url = instance_store_url(home_instance)
     return MetricsStore(url or default_store_url(), spool_dir=spool_dir or default_spool_dir())
 
 
 @main.group(help="Maintain the metrics store: migrate, flush the local spool, compact old samples.")
 def store() -> None:
     pass
-
-
-_STORE_URL_HELP = ("Metrics store URL. Default: the DAGSTER_HOME instance's PostgreSQL when its storage is "
-                   "dagster-postgres, else the embedded SQLite.")
 
 
 @store.command("migrate", help="Bring the metrics store's schema to this version's (run it before a deploy "
@@ -378,9 +379,9 @@ def status(store_url: str | None, risk_threshold: float, as_json: bool) -> None:
     if not os.path.isdir(home):
         raise click.UsageError(f"DAGSTER_HOME {home!r} is not a directory: point it at an existing Dagster instance.")
     try:
-        metrics = _store_for_cli(store_url)
-        metrics.schema_version()  # a wrong --store-url is an error, not an empty table
         with DagsterInstance.get() as instance:
+            metrics = _store_for_cli(store_url, instance=instance)
+            metrics.schema_version()  # a wrong --store-url is an error, not an empty table
             rows = in_flight_status(instance, metrics)
     except PredcheckError as e:
         raise click.ClickException(str(e)) from e

@@ -322,13 +322,19 @@ class SampleBlock:
 
     def samples(self, i: int) -> list[dict[str, Any]]:
         """Attempt ``i``'s samples as dicts, oldest first (None for a missing value)."""
-        out = []
-        for j in range(self.values.shape[1] - int(self.counts[i]), self.values.shape[1]):
-            s: dict[str, Any] = {f: (None if v != v else v) for f, v in zip(self.fields, self.values[i, j].tolist())}
-            code = int(self.stage_codes[i, j])
-            s["stage"] = self.stage_names[code - 1] if code else None
-            out.append(s)
-        return out
+        width = self.values.shape[1]
+        return [self._sample(i, j) for j in range(width - int(self.counts[i]), width)]
+
+    def ends(self, i: int) -> list[dict[str, Any]]:
+        """Attempt ``i``'s oldest and newest samples as dicts (one if it has one, none if none)."""
+        width, n = self.values.shape[1], int(self.counts[i])
+        return [self._sample(i, j) for j in sorted({width - n, width - 1})] if n else []
+
+    def _sample(self, i: int, j: int) -> dict[str, Any]:
+        s: dict[str, Any] = {f: (None if v != v else v) for f, v in zip(self.fields, self.values[i, j].tolist())}
+        code = int(self.stage_codes[i, j])
+        s["stage"] = self.stage_names[code - 1] if code else None
+        return s
 
     def with_empty_rows(self, n: int) -> SampleBlock:
         """This block followed by ``n`` attempts without samples (queued steps)."""

@@ -28,7 +28,7 @@ from predcheck_dagster.features import (
     SampleBlock,
     bottleneck_stages,
 )
-from predcheck_dagster.outcome import DEADLINE_TAG
+from predcheck_dagster.outcome import DEADLINE_TAG, parse_deadline
 from predcheck_dagster.resource import PredcheckResource, default_tracking_uri
 
 TAG = "predcheck/"
@@ -45,6 +45,7 @@ SAMPLE_FIELDS = (*SAMPLE_BLOCK_FIELDS, "dropped_samples")
 _HISTORY_COLUMNS = np.array([MODEL_INPUT_NAMES.index(n) for n in HISTORY_INPUT_NAMES])
 _LIVE_COLUMNS = np.array([MODEL_INPUT_NAMES.index(n) for n in LIVE_INPUT_NAMES])
 _FEATURE_COLUMNS = np.array([MODEL_INPUT_NAMES.index(n) for n in FEATURE_NAMES])
+_CPU_UTIL_COLUMN = MODEL_INPUT_NAMES.index("cpu_util")
 
 
 @dataclass
@@ -59,8 +60,8 @@ class ModelInputs:
         """Row ``i``'s flat features (recorded with its prediction; None = unknown)."""
         return {name: (None if v != v else v) for name, v in zip(FEATURE_NAMES, self.x[i, _FEATURE_COLUMNS].tolist())}
 
-    def value(self, i: int, name: str) -> float:
-        return float(self.x[i, MODEL_INPUT_NAMES.index(name)])
+    def cpu_util(self, i: int) -> float:
+        return float(self.x[i, _CPU_UTIL_COLUMN])
 
 
 def model_inputs(store: Any, in_flight: list[tuple[Any, str, float]], queued: list[tuple[Any, str]],
@@ -93,7 +94,8 @@ class TickReport:
     model_version: str | None = None
     duration_s: float = 0.0
     lines: list[str] = field(default_factory=list)
-    # per in-flight step: job, run_id, step_key and the figures the Prometheus gauges show
+    # per in-flight step: job, run_id, step_key and the figures the Prometheus gauges show (their
+    # checkpoint request counts are read when the gauges are published)
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     def message(self) -> str:
@@ -150,9 +152,9 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
     if scores.note:
         report.lines.append(scores.note)
     last_checkpoint = store.last_checkpoint_times(run.run_id for run, _ in steps)
-    request_counts = store.checkpoint_request_counts(run.run_id for run, _ in steps)
     decided_at = time.time()  # scoring can take a while (a cold model load): steps kept checkpointing
     costs: dict[tuple[str, str], float] = {}
+    stage_totals: dict[tuple[str, str], dict[str, float]] = {}
     prediction_rows: list[dict[str, Any]] = []
     new_tags: dict[str, dict[str, str]] = {}
     for i, (run, stats) in enumerate(steps):
@@ -164,9 +166,11 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
         work_since = max(0.0, decided_at - last_checkpoint.get((run.run_id, stats.step_key), stats.start_time))
         risky = p >= predcheck.risk_threshold
         request = risky and policy.should_request_checkpoint(p, work_since, cost, remaining)
-        samples = inputs.samples.samples(i)
-        cpu_util = inputs.value(i, "cpu_util")
-        prediction = _prediction(run, stats, cpu_util, p, remaining, inputs.histories[key], samples, scores, now)
+        if key not in stage_totals:  # the step's recent attempts: the same for all its runs this tick
+            stage_totals[key] = _stage_totals(inputs.histories[key])
+        ends = inputs.samples.ends(i)  # the projections read the oldest and the newest sample only
+        cpu_util = inputs.cpu_util(i)
+        prediction = _prediction(run, stats, cpu_util, p, remaining, stage_totals[key], ends, scores, now)
         reason = (f"{run.run_id[:8]}/{stats.step_key}: p_fail={p:.2f} remaining={_fmt(remaining)} "
                   f"elapsed={now - stats.start_time:.0f}s work_since_ckpt={work_since:.1f}s C={cost:.3f}s -> "
                   + ("checkpoint (p×work > C)" if request else "high risk, checkpoint not worth it yet"
@@ -186,12 +190,11 @@ def forecast_tick(instance: DagsterInstance, predcheck: PredcheckResource, now: 
             tags[f"{TAG}checkpoint_requested"] = stats.step_key
             report.requested.append(f"{run.run_id}/{stats.step_key}")
         new_tags.setdefault(run.run_id, {}).update(tags)
-        last_sample = (samples or [{}])[-1]
+        last_sample = (ends or [{}])[-1]
         report.steps.append({
             "job": run.job_name, "run_id": run.run_id, "step_key": stats.step_key,
             "rss_bytes": last_sample.get("rss_bytes"), "cpu_util": cpu_util,
             "elapsed_s": now - stats.start_time, "failure_probability": p, "predicted_remaining_s": remaining,
-            "checkpoints_requested": request_counts.get((run.run_id, stats.step_key), 0) + int(bool(requested_now)),
             "samples_dropped": last_sample.get("dropped_samples") or 0})
     run_risk: dict[str, float] = {}
     for j, (run, step_key) in enumerate(queued, start=len(steps)):
@@ -263,17 +266,26 @@ def _prediction_row(now: float, run: Any, step_key: str, scores: Any, p: float, 
             "decision": decision, "reason": reason, "features": features}
 
 
-def _prediction(run: Any, stats: Any, cpu_util: float, p: float, remaining: float | None,
-                history: list[dict[str, Any]], samples: list[dict[str, Any]], scores: Any, now: float) -> Prediction:
-    """The prediction attached to checkpoints: probability, remaining time, bottlenecks, projections."""
+def _stage_totals(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds per stage over a step's last 5 attempts."""
     import json
 
-    stage_totals: dict[str, float] = {}
+    totals: dict[str, float] = {}
     for h in history[-5:]:
         for stage, seconds in json.loads(h["stage_durations"] or "{}").items():
-            stage_totals[stage] = stage_totals.get(stage, 0.0) + seconds
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    return totals
+
+
+def _prediction(run: Any, stats: Any, cpu_util: float, p: float, remaining: float | None,
+                stage_totals: dict[str, float], samples: list[dict[str, Any]], scores: Any, now: float) -> Prediction:
+    """The prediction attached to checkpoints: probability, remaining time, bottlenecks, projections.
+
+    ``stage_totals``: seconds per stage of the step's recent attempts; ``samples``: the attempt's
+    oldest and newest scored samples.
+    """
     if not stage_totals and samples and samples[-1].get("stage"):
-        stage_totals[samples[-1]["stage"]] = 1.0
+        stage_totals = {samples[-1]["stage"]: 1.0}
     elapsed = now - stats.start_time
     rss = samples[-1]["rss_bytes"] if samples and samples[-1].get("rss_bytes") else None
     slope = None
@@ -281,14 +293,14 @@ def _prediction(run: Any, stats: Any, cpu_util: float, p: float, remaining: floa
         slope = (rss - samples[0]["rss_bytes"]) / (samples[-1]["elapsed_s"] - samples[0]["elapsed_s"])
     horizon = remaining or 0.0
     peak = max(rss, rss + slope * horizon) if rss is not None and slope is not None else rss
-    deadline = run.tags.get(DEADLINE_TAG)
+    deadline = parse_deadline(run.tags.get(DEADLINE_TAG))  # the hooks' rule: a bad tag is no deadline
     return Prediction(
         failure_probability=p, predicted_remaining_s=remaining,
         bottleneck_stages=bottleneck_stages(stage_totals),
         resource_projection={
             "peak_rss_bytes": int(peak) if peak else None,
             "cpu_s": (cpu_util * (elapsed + horizon)) if cpu_util == cpu_util and cpu_util is not None else None,
-            "time_to_limit_s": (float(deadline) - elapsed) if deadline else None},
+            "time_to_limit_s": (deadline - elapsed) if deadline is not None else None},
         model_uri=scores.model_uri, model_version=scores.model_version)
 
 

@@ -19,8 +19,7 @@ from dagster._core.execution.stats import StepEventStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 from predcheck_dagster.metrics_store import MetricsStore
-from predcheck_dagster.outcome import deadline_from_tags, label_outcome
-from predcheck_dagster.reconcile import CRASH_ERRORS, StepError, failure_errors, step_tags, tags_of_step
+from predcheck_dagster.reconcile import CRASH_ERRORS, StepError, event_log_row, failure_errors, step_tags
 
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 PAGE = 200
@@ -74,15 +73,7 @@ def attempt_rows(instance: DagsterInstance, run: DagsterRun) -> list[dict[str, A
                     error = StepError("RetryRequested", None, None)
             if tags is None:
                 tags = step_tags(instance, run)
-            deadline = deadline_from_tags(tags_of_step(tags, stats.step_key), run.tags)
-            rows.append({
-                "run_id": run.run_id, "root_run_id": run.root_run_id or run.run_id, "job": run.job_name,
-                "step_key": stats.step_key, "partition_key": run.tags.get("dagster/partition"),
-                "attempt": number, "started_at": started, "ended_at": ended, "duration_s": max(0.0, ended - started),
-                "outcome": label_outcome(outcome, ended - started, deadline), "deadline_s": deadline,
-                "error_class": error.cls_name, "error_message": error.message, "error_fingerprint": error.fingerprint,
-                "stage_durations": {}, "host": None, "measured_by": "event_log",
-            })
+            rows.append(event_log_row(run, stats.step_key, number, started, ended, outcome, error, tags))
     return rows
 
 

@@ -107,9 +107,9 @@ def record_attempt(context: HookContext, outcome: str) -> None:
         key = (context.run_id, context.step_key)
         checkpointer = ACTIVE_STEPS.pop(key, None)
         profiler = STEP_PROFILERS.pop(key, None)
-        if checkpointer is not None:
-            summary, measured_by = checkpointer.close(), "profiler"
-        elif profiler is not None:
+        if checkpointer is not None:  # the step's own profiler (the listener's, or one it started)
+            profiler = checkpointer.profiler
+        if profiler is not None:
             summary, measured_by = profiler.stop(), "profiler"
         else:
             summary, measured_by = _process_summary(_step_start_time(context)), "process"
@@ -138,7 +138,7 @@ def record_attempt(context: HookContext, outcome: str) -> None:
             "netns_recv_bytes": summary["netns_recv_bytes"], "netns_sent_bytes": summary["netns_sent_bytes"],
             "input_bytes": io_bytes.get("input"), "output_bytes": io_bytes.get("output"),
             "work_units": summary["work_units"], "code_version": facts["code_version"],
-            "executor": facts["executor"], "host": summary["host"] or HOST, "measured_by": measured_by,
+            "executor": facts["executor"], "host": summary["host"], "measured_by": measured_by,
             "samples_dropped": summary["dropped_samples"], "profiler_errors": summary["profiler_errors"],
         })
         if written == "spooled":

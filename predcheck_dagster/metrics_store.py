@@ -379,6 +379,15 @@ def _driver_errors(conn: Connection, statement: str) -> Iterator[None]:
         raise sa.exc.OperationalError(statement, None, e) from e
 
 
+def _json_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``step_runs`` row with its dict columns as JSON text, as the readers expect."""
+    values = dict(row)
+    for column in ("stage_durations", "stage_profile"):
+        if isinstance(values.get(column), dict):
+            values[column] = json.dumps(values[column])
+    return values
+
+
 def _write_label(directory: str, label: str) -> None:
     """Name the store a spool directory belongs to (the URL without its password), for people."""
     try:
@@ -521,10 +530,7 @@ class MetricsStore:
     # ---- step attempts ------------------------------------------------------------------------
     def record_step_run(self, row: Mapping[str, Any]) -> bool:
         """Insert one step attempt; returns False if that attempt was already recorded."""
-        values = dict(row)
-        for column in ("stage_durations", "stage_profile"):  # JSON text, as the readers expect
-            if isinstance(values.get(column), dict):
-                values[column] = json.dumps(values[column])
+        values = _json_columns(row)
         try:
             self._run(lambda c: c.execute(step_runs.insert().values(**values)))
         except sa.exc.IntegrityError:
@@ -696,7 +702,8 @@ class MetricsStore:
             block.counts[:] = np.bincount(key, minlength=len(unique))
         if len(unique) == len(keys):
             return block
-        rows_of = [unique.index(k) for k in keys]  # a key asked for twice: its row twice
+        position = {k: i for i, k in enumerate(unique)}
+        rows_of = [position[k] for k in keys]  # a key asked for twice: its row twice
         return SampleBlock(block.values[rows_of], block.stage_codes[rows_of], block.counts[rows_of],
                            block.stage_names, fields)
 
@@ -787,10 +794,7 @@ class MetricsStore:
         On success, this process's own spooled records are flushed before returning (at most
         ``STEP_FLUSH_BUDGET_S``): a step process may exit right after its hook.
         """
-        values = dict(row)
-        for column in ("stage_durations", "stage_profile"):  # JSON text, as the readers (and the spool) expect
-            if isinstance(values.get(column), dict):
-                values[column] = json.dumps(values[column])
+        values = _json_columns(row)  # the spool keeps the same text
         try:
             stored = self.record_step_run(values)
         except MetricsStoreUnavailableError as e:
@@ -946,6 +950,14 @@ class MetricsStore:
         if run_id is not None:
             q = q.where(predictions.c.run_id == run_id)
         return self._run(lambda c: [dict(r._mapping) for r in c.execute(q)], write=False)
+
+    def latest_predictions(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The newest prediction of each (run_id, step_key) that has one (without its features), one
+        backward walk of ``ix_predictions_run_step_ts`` per key."""
+        columns = [c.name for c in predictions.columns if c.name != "features"]
+        latest = self._latest_per_key(predictions, (predictions.c.run_id, predictions.c.step_key), keys,
+                                      (predictions.c.ts.desc(), predictions.c.id.desc()), 1, columns)
+        return {key: rows[-1] for key, rows in latest.items() if rows}
 
     def request_checkpoint(self, run_id: str, step_key: str, prediction: Mapping[str, Any] | None) -> bool:
         """Ask a running step for a checkpoint; False if one is already pending."""

@@ -159,11 +159,6 @@ def take_snapshot(wall: float | None = None) -> Snapshot:
     return Snapshot(time.time() if wall is None else wall, usage.ru_utime, usage.ru_stime, PROC.io(), rss, hwm)
 
 
-def peak_rss_bytes() -> int:
-    """The kernel's high-water mark of this process's RSS since its last reset, bytes."""
-    return take_snapshot().hwm_bytes or 0
-
-
 @dataclass
 class StageFigures:
     """What the process used while a stage was in force (sums over its stretches of time)."""
@@ -207,14 +202,13 @@ class StepProfiler:
     """
 
     def __init__(self, run_id: str, step_key: str, sink: Callable[[Sequence[dict[str, Any]]], None] | None,
-                 interval_s: float = 5.0, reset_peak: bool = True, flush_timeout_s: float = FLUSH_TIMEOUT_S,
-                 max_buffered: int | None = None) -> None:
+                 interval_s: float = 5.0, reset_peak: bool = True, flush_timeout_s: float = FLUSH_TIMEOUT_S
+                 ) -> None:
         self.run_id = run_id
         self.step_key = step_key
         self.interval_s = interval_s
         self.reset_peak = reset_peak
         self.flush_timeout_s = flush_timeout_s
-        self.max_buffered = max_buffered or MAX_BUFFERED_SAMPLES
         self.started_at: float = time.time()
         self.ended_at: float | None = None
         self.work_units: float | None = None
@@ -490,8 +484,8 @@ class StepProfiler:
         self._wake.set()
 
     def _trim(self) -> None:
-        """Keep at most ``max_buffered`` waiting samples; count the oldest ones dropped."""
-        while len(self._buffer) > self.max_buffered:
+        """Keep at most ``MAX_BUFFERED_SAMPLES`` waiting samples; count the oldest ones dropped."""
+        while len(self._buffer) > MAX_BUFFERED_SAMPLES:
             self._buffer.popleft()
             self.dropped_samples += 1
 

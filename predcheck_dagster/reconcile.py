@@ -77,25 +77,34 @@ def reconcile_run(instance: DagsterInstance, store: MetricsStore, run: DagsterRu
         last = samples[-1] if samples else {}
         started = stats.start_time or (samples[0]["ts"] if samples else run_start(instance, run.run_id))
         ended = stats.end_time or last.get("ts") or started
-        deadline = deadline_from_tags(tags_of_step(tags or {}, stats.step_key), run.tags)
         crashed = error.cls_name in CRASH_ERRORS or stats.status == StepEventStatus.IN_PROGRESS
-        outcome = label_outcome("crashed" if crashed else "failure", ended - started, deadline)
         row = {
-            "run_id": run.run_id, "root_run_id": run.root_run_id or run.run_id, "job": run.job_name,
-            "step_key": stats.step_key, "partition_key": run.tags.get("dagster/partition"),
-            "attempt": max(1, stats.attempts or 1), "started_at": started, "ended_at": ended,
-            "duration_s": max(0.0, ended - started), "outcome": outcome, "deadline_s": deadline,
-            "error_class": error.cls_name, "error_message": error.message, "error_fingerprint": error.fingerprint,
-            "stage_durations": {}, "cpu_s": last.get("cpu_s"),
-            "peak_rss_bytes": max((s["rss_bytes"] or 0 for s in samples), default=None),
+            **event_log_row(run, stats.step_key, max(1, stats.attempts or 1), started, ended,
+                            "crashed" if crashed else "failure", error, tags or {}),
+            "cpu_s": last.get("cpu_s"), "peak_rss_bytes": max((s["rss_bytes"] or 0 for s in samples), default=None),
             "mean_rss_bytes": (int(sum(s["rss_bytes"] or 0 for s in samples) / len(samples)) if samples else None),
             "read_bytes": last.get("read_bytes"), "write_bytes": last.get("write_bytes"), "net_bytes": None,
             "input_bytes": last.get("input_bytes"), "output_bytes": None, "work_units": last.get("work_units"),
-            "code_version": None, "host": None, "measured_by": "event_log",
+            "code_version": None,
         }
         if store.record_step_run(row):
             written.append(row)
     return written
+
+
+def event_log_row(run: DagsterRun, step_key: str, attempt: int, started: float, ended: float, outcome: str,
+                  error: StepError, tags: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """The ``step_runs`` columns the event log tells of a step attempt (``measured_by=event_log``):
+    identity, times, the outcome labelled by the step's deadline, and the error."""
+    deadline = deadline_from_tags(tags_of_step(tags, step_key), run.tags)
+    return {
+        "run_id": run.run_id, "root_run_id": run.root_run_id or run.run_id, "job": run.job_name,
+        "step_key": step_key, "partition_key": run.tags.get("dagster/partition"), "attempt": attempt,
+        "started_at": started, "ended_at": ended, "duration_s": max(0.0, ended - started),
+        "outcome": label_outcome(outcome, ended - started, deadline), "deadline_s": deadline,
+        "error_class": error.cls_name, "error_message": error.message, "error_fingerprint": error.fingerprint,
+        "stage_durations": {}, "host": None, "measured_by": "event_log",
+    }
 
 
 def run_start(instance: DagsterInstance, run_id: str) -> float | None:

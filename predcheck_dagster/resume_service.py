@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 import time
 import urllib.error
 import urllib.request
@@ -186,7 +185,6 @@ def build_plan(instance: DagsterInstance, store: MetricsStore, checkpoints: Chec
         predictions[row["step_key"]] = Prediction(
             failure_probability=row["failure_probability"], predicted_remaining_s=row["predicted_remaining_s"],
             model_uri=row["model_uri"], model_version=row["model_version"])
-    histories = store.step_histories([(run.job_name, key) for key in failed], features.PIPELINE_WINDOW)
     steps = []
     for step_key in failed:
         manifests = checkpoints.list(checkpoints.step_stream(run.job_name, root, step_key))
@@ -194,21 +192,26 @@ def build_plan(instance: DagsterInstance, store: MetricsStore, checkpoints: Chec
             continue
         latest = manifests[-1]
         attempt = attempts.get(step_key, {})
-        prediction = latest.prediction or predictions.get(step_key)
-        steps.append(StepResumePlan(
-            step_key=step_key, checkpoint_id=latest.checkpoint_id, prediction=prediction,
-            error_class=attempt.get("error_class"),
-            adjustments=plan_adjustments(
-                attempt.get("error_class"), attempt.get("peak_rss_bytes"), prediction,
-                crashed=attempt.get("outcome") == "crashed",
-                usual_peak_rss_bytes=_usual_peak_rss(histories.get((run.job_name, step_key), [])))))
-    return ResumePlan(parent_run_id=run.run_id, steps=tuple(steps)) if steps else None
+        steps.append((step_key, latest, attempt, latest.prediction or predictions.get(step_key)))
+    # a step killed without its hooks (its row reconciled from the event log, whatever its outcome
+    # label) is judged against its usual footprint: only those need their history
+    killed = {key for key, _, attempt, _ in steps if attempt.get("measured_by") == "event_log"}
+    histories = store.step_histories([(run.job_name, key) for key in killed], features.PIPELINE_WINDOW) \
+        if killed else {}
+    plans = [StepResumePlan(
+        step_key=step_key, checkpoint_id=latest.checkpoint_id, prediction=prediction,
+        error_class=attempt.get("error_class"),
+        adjustments=plan_adjustments(
+            attempt.get("error_class"), attempt.get("peak_rss_bytes"), prediction, crashed=step_key in killed,
+            usual_peak_rss_bytes=_usual_peak_rss(histories.get((run.job_name, step_key), []))))
+        for step_key, latest, attempt, prediction in steps]
+    return ResumePlan(parent_run_id=run.run_id, steps=tuple(plans)) if plans else None
 
 
 def _usual_peak_rss(history: list[dict[str, Any]]) -> float | None:
-    """The median peak RSS of a step's successful attempts, None without one."""
+    """The median peak RSS of a step's successful attempts (``hist_peak_rss_p50``), None without one."""
     peaks = [h["peak_rss_bytes"] for h in history if h["outcome"] == "success" and h.get("peak_rss_bytes")]
-    return statistics.median(peaks) if peaks else None
+    return features.quantile(peaks, 0.5) if peaks else None
 
 
 def plan_for_retry(instance: DagsterInstance, predcheck: PredcheckResource, run: DagsterRun) -> ResumePlan | None:

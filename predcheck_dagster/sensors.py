@@ -46,8 +46,13 @@ def _publish(predcheck: PredcheckResource, report, instance) -> None:
         report.lines.append(f"Prometheus endpoint {predcheck.prometheus_host}:{predcheck.prometheus_port} not "
                             f"served ({e}); fix the predcheck resource's prometheus_port or free the port")
         return
-    spool = predcheck.metrics_store(instance).spool
-    exporter.publish(report.steps, report.duration_s, len(spool.files()) if spool else 0)
+    store = predcheck.metrics_store(instance)
+    # requests so far, this tick's included: counted here, so a tick without the gauges never asks
+    counts = store.checkpoint_request_counts({step["run_id"] for step in report.steps})
+    steps = [{**step, "checkpoints_requested": counts.get((step["run_id"], step["step_key"]), 0)}
+             for step in report.steps]
+    spool = store.spool
+    exporter.publish(steps, report.duration_s, len(spool.files()) if spool else 0)
 
 
 def build_resume_sensor(name: str = RESUME_SENSOR_NAME, minimum_interval_seconds: int = 5,

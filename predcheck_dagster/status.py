@@ -46,10 +46,7 @@ def in_flight_status(instance: Any, store: Any, now: float | None = None) -> lis
     now = time.time() if now is None else now
     steps = in_flight_steps(instance)
     last_checkpoints = store.last_checkpoint_times(run.run_id for run, _ in steps)
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for run_id in {run.run_id for run, _ in steps}:
-        for row in store.predictions(run_id=run_id):  # ordered by time: the last one wins
-            latest[(row["run_id"], row["step_key"])] = row
+    latest = store.latest_predictions((run.run_id, stats.step_key) for run, stats in steps)
     out = []
     for run, stats in sorted(steps, key=lambda pair: pair[1].start_time):
         key = (run.run_id, stats.step_key)

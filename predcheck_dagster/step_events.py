@@ -18,8 +18,8 @@ right after Dagster stored the event, so the cost of storing an event counts tow
 before it.
 
 Guarantees:
-    - The listener never raises into Dagster's event logging; its errors are counted on the
-      step's profiler (``profiler_errors``) or logged at debug level.
+    - The listener never raises into Dagster's event logging; its errors are counted
+      (``StepEventListener.errors``) and logged at debug level.
     - Events of steps running in other processes (the multiprocess executor's parent process
       also sees its children's events) are ignored: only events whose pid is this process's count.
 """
@@ -101,15 +101,14 @@ class StepEventListener:
             LOG.debug("predcheck step event listener error: %s: %s", type(e).__name__, e)
 
 
-def listen(instance: DagsterInstance, run_id: str, make_profiler: Callable[[str], StepProfiler]) -> bool:
-    """Register the listener of ``run_id`` on ``instance`` once per process; True if newly added."""
+def listen(instance: DagsterInstance, run_id: str, make_profiler: Callable[[str], StepProfiler]) -> None:
+    """Register the listener of ``run_id`` on ``instance`` once per process."""
     with _LOCK:
         runs = _LISTENERS.setdefault(instance, {})
         if run_id in runs:
-            return False
+            return
         listener = runs[run_id] = StepEventListener(run_id, make_profiler)
     instance.add_event_listener(run_id, listener)
-    return True
 
 
 def unlisten(instance: DagsterInstance, run_id: str) -> None:

@@ -88,13 +88,14 @@ def build_forecaster_assets(model_code_path: str, model_name: str = DEFAULT_MODE
     def step_history(context: AssetExecutionContext, predcheck: PredcheckResource) -> Output:
         from predcheck_dagster.forecaster import history_frame
 
-        frame = history_frame(predcheck.metrics_store(context.instance))
+        store = predcheck.metrics_store(context.instance)
+        frame = history_frame(store)
         failed = frame["outcome"].isin(["failure", "crashed", "timeout"]) if len(frame) else frame["outcome"]
         return Output(frame, metadata={
             "attempts": len(frame), "failure_rate": round(float(failed.mean()), 4) if len(frame) else 0.0,
             "jobs": int(frame["job"].nunique()) if len(frame) else 0,
             "steps": int(frame[["job", "step_key"]].drop_duplicates().shape[0]) if len(frame) else 0,
-            "store": redact_url(predcheck.metrics_store(context.instance).url)})
+            "store": redact_url(store.url)})
 
     @asset(name=CANDIDATES, group_name=group_name, compute_kind="mlflow",
            description="XGBoost and LSTM forecasters trained on all but the newest 25 % of the step history, "

@@ -152,6 +152,15 @@ def test_predictions_store_features_as_json(metrics):
     assert metrics.predictions(run_id="r2") == []
 
 
+def test_latest_prediction_per_step(metrics):
+    row = {"run_id": "r1", "job": "etl", "served_by": "model", "decision": "none", "features": {"x": 1.0}}
+    metrics.add_predictions([{**row, "ts": T0 + t, "step_key": step, "failure_probability": p}
+                             for t, step, p in [(2, "a", 0.2), (1, "a", 0.1), (3, "b", 0.3)]])
+    latest = metrics.latest_predictions([("r1", "a"), ("r1", "b"), ("r1", "none"), ("r2", "a")])
+    assert {key: r["failure_probability"] for key, r in latest.items()} == {("r1", "a"): 0.2, ("r1", "b"): 0.3}
+    assert "features" not in latest[("r1", "a")]
+
+
 def test_only_one_checkpoint_request_is_pending_at_a_time(metrics):
     prediction = {"failure_probability": 0.9, "predicted_remaining_s": 30.0}
     assert metrics.pending_request("r1", "a") is None
